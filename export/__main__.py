@@ -1,0 +1,48 @@
+"""`python -m export`: train and publish demo models as the next SavedModel version of each."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from export.inspect import signature_table
+from export.publish import PublishError, existing_versions, publish
+from export.zoo import ZOO
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    p.add_argument("--model", default="all", help=f"one of {', '.join(ZOO)} or 'all' (default)")
+    p.add_argument("--base-path", default="models", help="model base path root (default: models)")
+    p.add_argument("--version", type=int, default=None, help="version to publish (default: latest + 1)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="training seed (default: the version number, so each version has new weights)")
+    args = p.parse_args(argv)
+    names = list(ZOO) if args.model == "all" else [args.model]
+    unknown = [n for n in names if n not in ZOO]
+    if unknown:
+        p.error(f"unknown model {unknown[0]!r}; choose from {', '.join(ZOO)} or all")
+    base = Path(args.base_path)
+    for name in names:
+        current = existing_versions(base.resolve() / name)
+        version = args.version if args.version is not None else (max(current) + 1 if current else 1)
+        seed = args.seed if args.seed is not None else version
+        t0 = time.monotonic()
+        print(f"[{name}] training (seed {seed})", flush=True)
+        trained = ZOO[name](seed, log=lambda s: print(f"[{name}] {s}", flush=True))
+        print(f"[{name}] trained in {time.monotonic() - t0:.1f}s, final loss {trained.final_loss:.4f}; "
+              f"writing, validating, publishing version {version}", flush=True)
+        try:
+            pub = publish(trained, base, version=version)
+        except PublishError as e:
+            print(f"[{name}] NOT published: {e}", file=sys.stderr)
+            return 1
+        print(f"[{name}] published version {pub.version} at {pub.path} ({time.monotonic() - t0:.1f}s)")
+        print(signature_table(pub.path), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Publish a trained model as a numbered SavedModel version, atomically and only after it validates.
+
+Why this shape: TF Serving polls `<base>/<model>/` and loads any int64-named child it finds. A version that
+appears half-written, or that loads but answers differently from the model that was trained, goes straight
+into production. So everything is written into a hidden, non-numeric directory in the same base path
+(same filesystem → `rename` is atomic), reloaded fresh and checked, and only then renamed to `<version>`.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import shutil
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import (classification_pb2, input_pb2, model_pb2, predict_pb2,
+                                     prediction_log_pb2, regression_pb2)
+
+from export.zoo import CLASSIFY, REGRESS, Endpoint, TrainedModel
+
+WARMUP_FILE = "tf_serving_warmup_requests"
+_VERSION_RE = re.compile(r"^\s*[+-]?\d+$")  # what absl::SimpleAtoi accepts for int64 (TF Serving's rule)
+_TMP_PREFIX = ".publishing-"
+
+
+class PublishError(RuntimeError):
+    """A publish that did not happen; the message says which check failed. No numeric directory exists."""
+
+
+@dataclass(frozen=True)
+class Published:
+    name: str
+    version: int
+    path: Path
+
+
+def existing_versions(model_dir: Path) -> list[int]:
+    """Version numbers present under a model's base path, read the way TF Serving reads them."""
+    if not model_dir.is_dir():
+        return []
+    out = []
+    for child in model_dir.iterdir():
+        if _VERSION_RE.match(child.name):
+            try:
+                out.append(int(child.name))
+            except ValueError:
+                continue
+    return sorted(out)
+
+
+@contextmanager
+def _publish_lock(model_dir: Path) -> Iterator[None]:
+    """Serialise version choice + rename between concurrent publishers of the same model."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with open(model_dir / ".publish.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_tmp(model_dir: Path) -> list[Path]:
+    """Remove temporary directories left by publishers that were killed mid-export."""
+    removed = []
+    if not model_dir.is_dir():
+        return removed
+    for child in model_dir.iterdir():
+        if not child.name.startswith(_TMP_PREFIX):
+            continue
+        try:
+            pid = int(child.name[len(_TMP_PREFIX):].split("-")[0])
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child)
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+def _write_archive(trained: TrainedModel, path: Path) -> None:
+    archive = keras.export.ExportArchive()
+    archive.track(trained.model)
+    for name, ep in trained.endpoints.items():
+        archive.add_endpoint(name, ep.fn, input_signature=list(ep.input_signature))
+    archive.write_out(str(path), verbose=False)
+
+
+def _set_method_names(path: Path, endpoints: dict[str, Endpoint]) -> None:
+    """Keras/TF2 export writes every signature as `tensorflow/serving/predict`; TF Serving's Classify and
+    Regress APIs require the classify/regress method names, so they are set in saved_model.pb here."""
+    if all(ep.method_name not in (CLASSIFY, REGRESS) for ep in endpoints.values()):
+        return
+    pb = path / "saved_model.pb"
+    sm = saved_model_pb2.SavedModel.FromString(pb.read_bytes())
+    for mg in sm.meta_graphs:
+        for name, ep in endpoints.items():
+            if name in mg.signature_def:
+                mg.signature_def[name].method_name = ep.method_name
+    pb.write_bytes(sm.SerializeToString())
+
+
+def warmup_records(name: str, trained: TrainedModel) -> list[prediction_log_pb2.PredictionLog]:
+    """One request per signature from its sample inputs, using the API each signature is served by."""
+    logs = []
+    for sig, ep in trained.endpoints.items():
+        sample = trained.samples[sig]
+        spec = model_pb2.ModelSpec(name=name, signature_name=sig)
+        if ep.method_name in (CLASSIFY, REGRESS):
+            inp = input_pb2.Input()
+            for blob in sample["inputs"]:
+                inp.example_list.examples.add().ParseFromString(blob)
+            if ep.method_name == CLASSIFY:
+                logs.append(prediction_log_pb2.PredictionLog(classify_log=prediction_log_pb2.ClassifyLog(
+                    request=classification_pb2.ClassificationRequest(model_spec=spec, input=inp))))
+            else:
+                logs.append(prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(
+                    request=regression_pb2.RegressionRequest(model_spec=spec, input=inp))))
+            continue
+        req = predict_pb2.PredictRequest(model_spec=spec)
+        for ts in ep.input_signature:
+            req.inputs[ts.name].CopyFrom(tf.make_tensor_proto(sample[ts.name], dtype=ts.dtype))
+        logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=req)))
+    return logs
+
+
+def _write_warmup(path: Path, records: list[prediction_log_pb2.PredictionLog]) -> None:
+    extra = path / "assets.extra"
+    extra.mkdir(exist_ok=True)
+    with tf.io.TFRecordWriter(str(extra / WARMUP_FILE)) as w:
+        for rec in records:
+            w.write(rec.SerializeToString())
+
+
+def read_warmup(version_dir: Path) -> list[prediction_log_pb2.PredictionLog]:
+    path = version_dir / "assets.extra" / WARMUP_FILE
+    return [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+            for r in tf.data.TFRecordDataset(str(path))]
+
+
+def _fsync_tree(path: Path) -> None:
+    """Make the files durable before the rename publishes them (a crash must not expose empty files)."""
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            fd = os.open(os.path.join(root, f), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------- validation
+
+def validate(path: Path, trained: TrainedModel, *, rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    """Reload the written SavedModel fresh and compare every signature with the in-memory endpoints.
+
+    Raises PublishError naming the signature and the check (keys, dtypes, shapes, method name, values)."""
+    sm = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    sigdefs = sm.meta_graphs[0].signature_def
+    loaded = tf.saved_model.load(str(path))
+    expected_sigs = set(trained.endpoints)
+    got_sigs = set(loaded.signatures.keys())
+    if got_sigs != expected_sigs:
+        raise PublishError(f"signatures: expected {sorted(expected_sigs)}, SavedModel has {sorted(got_sigs)}")
+    for sig, ep in trained.endpoints.items():
+        fn = loaded.signatures[sig]
+        if sigdefs[sig].method_name != ep.method_name:
+            raise PublishError(f"signature {sig!r}: method_name {sigdefs[sig].method_name!r}, "
+                               f"expected {ep.method_name!r}")
+        in_specs = fn.structured_input_signature[1]
+        want = {ts.name: ts for ts in ep.input_signature}
+        if set(in_specs) != set(want):
+            raise PublishError(f"signature {sig!r}: input keys {sorted(in_specs)}, expected {sorted(want)}")
+        for k, ts in want.items():
+            if in_specs[k].dtype != ts.dtype:
+                raise PublishError(f"signature {sig!r}: input {k!r} dtype {in_specs[k].dtype.name}, "
+                                   f"expected {ts.dtype.name}")
+            if in_specs[k].shape.as_list() != ts.shape.as_list():
+                raise PublishError(f"signature {sig!r}: input {k!r} shape {in_specs[k].shape}, "
+                                   f"expected {ts.shape}")
+        sample = trained.samples[sig]
+        reference = ep.call(sample)
+        got = {k: v.numpy() for k, v in fn(**{k: tf.constant(sample[k], dtype=want[k].dtype)
+                                               for k in want}).items()}
+        if set(got) != set(reference):
+            raise PublishError(f"signature {sig!r}: output keys {sorted(got)}, expected {sorted(reference)}")
+        for k, ref in reference.items():
+            out = got[k]
+            if out.dtype != ref.dtype or out.shape != ref.shape:
+                raise PublishError(f"signature {sig!r}: output {k!r} is {out.dtype}{list(out.shape)}, "
+                                   f"expected {ref.dtype}{list(ref.shape)}")
+            same = (np.array_equal(out, ref) if out.dtype == object or out.dtype.kind in "biuSU"
+                    else np.allclose(out, ref, rtol=rtol, atol=atol))
+            if not same:
+                raise PublishError(f"signature {sig!r}: output {k!r} differs from the in-memory model "
+                                   f"(max abs diff {np.max(np.abs(out.astype(float) - ref.astype(float)))})")
+    records = read_warmup(path)
+    if len(records) != len(trained.endpoints):
+        raise PublishError(f"warmup: {len(records)} records, expected {len(trained.endpoints)}")
+
+
+# ---------------------------------------------------------------------------------------------- publish
+
+def publish(trained: TrainedModel, base_path: str | os.PathLike, *, version: int | None = None,
+            validator: Callable[[Path, TrainedModel], None] = validate) -> Published:
+    """Write, validate and atomically publish `trained` as `<base_path>/<name>/<version>`.
+
+    `version=None` takes the highest existing version + 1. An existing version is never overwritten."""
+    model_dir = Path(base_path).resolve() / trained.name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale_tmp(model_dir)
+    tmp = model_dir / f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        _write_archive(trained, tmp)
+        _set_method_names(tmp, trained.endpoints)
+        _write_warmup(tmp, warmup_records(trained.name, trained))
+        try:
+            validator(tmp, trained)
+        except PublishError:
+            raise
+        except Exception as e:  # a loader error is a validation failure too
+            raise PublishError(f"validation: reloading the SavedModel failed: {e}") from e
+        _fsync_tree(tmp)
+        with _publish_lock(model_dir):
+            current = existing_versions(model_dir)
+            chosen = version if version is not None else (max(current) + 1 if current else 1)
+            if chosen < 0:
+                raise PublishError(f"version must be >= 0, got {chosen}")
+            final = model_dir / str(chosen)
+            if chosen in current or final.exists():
+                raise PublishError(f"version {chosen} of {trained.name} already exists at {final}; "
+                                   "refusing to overwrite")
+            try:
+                os.rename(tmp, final)
+            except OSError as e:
+                if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise PublishError(f"version {chosen} of {trained.name} appeared concurrently") from e
+                raise
+            dfd = os.open(model_dir, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        return Published(trained.name, chosen, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,230 @@
+"""Export pipeline: numbering, no overwrite, atomicity, validation, warmup records, zoo fidelity."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+from export.publish import PublishError, clean_stale_tmp, existing_versions, publish, read_warmup, validate
+from export.zoo import ZOO, Endpoint, TrainedModel
+from tests.conftest import REPO
+
+
+def tiny(seed: int = 0) -> TrainedModel:
+    """An untrained one-layer model: publishing mechanics do not need training."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((3,), name="x")
+    model = keras.Model(inp, keras.layers.Dense(2)(inp))
+
+    def serve(x):
+        return {"y": model(x, training=False)}
+
+    return TrainedModel("tiny", model, {"serving_default": Endpoint(serve, (tf.TensorSpec([None, 3], tf.float32, "x"),))},
+                        samples={"serving_default": {"x": np.ones((2, 3), np.float32)}})
+
+
+def numeric_dirs(model_dir: Path) -> list[str]:
+    return sorted(p.name for p in model_dir.iterdir() if p.name.isdigit())
+
+
+def test_versions_are_numbered_from_highest_plus_one(tmp_path):
+    assert publish(tiny(), tmp_path).version == 1
+    assert publish(tiny(1), tmp_path).version == 2
+    (tmp_path / "tiny" / "7").mkdir()  # a gap: next is highest + 1
+    assert publish(tiny(2), tmp_path).version == 8
+    assert existing_versions(tmp_path / "tiny") == [1, 2, 7, 8]
+
+
+def test_refuses_to_overwrite_existing_version(tmp_path):
+    publish(tiny(), tmp_path, version=3)
+    before = (tmp_path / "tiny" / "3" / "saved_model.pb").read_bytes()
+    with pytest.raises(PublishError, match="already exists"):
+        publish(tiny(5), tmp_path, version=3)
+    assert (tmp_path / "tiny" / "3" / "saved_model.pb").read_bytes() == before
+    assert [p.name for p in (tmp_path / "tiny").iterdir() if p.name.startswith(".publishing")] == []
+
+
+def test_failed_validation_leaves_no_numeric_directory(tmp_path):
+    def failing(path, trained):
+        raise PublishError("signature 'serving_default': forced failure")
+
+    with pytest.raises(PublishError, match="forced failure"):
+        publish(tiny(), tmp_path, validator=failing)
+    model_dir = tmp_path / "tiny"
+    assert numeric_dirs(model_dir) == []
+    assert [p.name for p in model_dir.iterdir() if not p.name.startswith(".publish.lock")] == []
+
+
+def test_validation_catches_a_signature_whose_output_differs(tmp_path):
+    def tamper_then_validate(path, trained):
+        layer = trained.model.layers[-1]
+        layer.kernel.assign(layer.kernel + 1.0)  # in-memory model now differs from what was written
+        validate(path, trained)
+
+    with pytest.raises(PublishError, match=r"signature 'serving_default': output 'y' differs"):
+        publish(tiny(), tmp_path, validator=tamper_then_validate)
+    assert numeric_dirs(tmp_path / "tiny") == []
+
+
+def test_validation_catches_wrong_method_name(tmp_path):
+    t = tiny()
+    ep = t.endpoints["serving_default"]
+    t.endpoints["serving_default"] = Endpoint(ep.fn, ep.input_signature, "tensorflow/serving/predict")
+
+    def expect_classify(path, trained):
+        trained.endpoints["serving_default"] = Endpoint(ep.fn, ep.input_signature, "tensorflow/serving/classify")
+        validate(path, trained)
+
+    with pytest.raises(PublishError, match="method_name"):
+        publish(t, tmp_path, validator=expect_classify)
+
+
+_KILL_SCRIPT = r"""
+import sys, time
+from pathlib import Path
+from export.publish import publish, validate
+from tests.test_export import tiny
+def slow(path, trained):
+    validate(path, trained)
+    Path(sys.argv[2]).write_text("validated")
+    time.sleep(60)
+publish(tiny(), sys.argv[1], validator=slow)
+"""
+
+
+def test_kill_mid_export_leaves_no_numeric_directory(tmp_path):
+    marker = tmp_path / "marker"
+    base = tmp_path / "base"
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(base), str(marker)], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert proc.poll() is None, "publisher exited early"
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    model_dir = base / "tiny"
+    assert numeric_dirs(model_dir) == []
+    leftovers = [p for p in model_dir.iterdir() if p.name.startswith(".publishing-")]
+    assert len(leftovers) == 1  # the killed publisher's hidden directory, invisible to TF Serving
+    assert clean_stale_tmp(model_dir) == leftovers
+    assert publish(tiny(), base).version == 1
+
+
+def test_concurrent_reader_never_sees_a_partial_version(tmp_path):
+    seen_partial: list[str] = []
+    seen: set[str] = set()
+    stop = threading.Event()
+    model_dir = tmp_path / "tiny"
+
+    def reader():
+        while not stop.is_set():
+            if not model_dir.exists():
+                continue
+            for name in numeric_dirs(model_dir):
+                d = model_dir / name
+                complete = ((d / "saved_model.pb").is_file() and (d / "variables" / "variables.index").is_file()
+                            and (d / "assets.extra" / "tf_serving_warmup_requests").is_file())
+                if not complete:
+                    seen_partial.append(name)
+                seen.add(name)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for i in range(3):
+            publish(tiny(i), tmp_path)
+    finally:
+        stop.set()
+        t.join()
+    assert seen_partial == []
+    assert {"1", "2", "3"} <= seen | set(numeric_dirs(model_dir))
+
+
+def test_warmup_file_holds_one_prediction_log_per_signature(zoo):
+    base, trained = zoo
+    for name, tm in trained.items():
+        records = read_warmup(base / name / "1")
+        kinds = {}
+        for rec in records:
+            kind = rec.WhichOneof("log_type")
+            req = getattr(rec, kind).request
+            kinds[req.model_spec.signature_name] = kind
+            assert req.model_spec.name == name
+        expected = {sig: {"tensorflow/serving/classify": "classify_log",
+                          "tensorflow/serving/regress": "regress_log"}.get(ep.method_name, "predict_log")
+                    for sig, ep in tm.endpoints.items()}
+        assert kinds == expected
+
+
+def test_every_demo_signature_reloads_with_in_memory_predictions(zoo):
+    base, trained = zoo
+    assert set(trained) == {"linear", "mlp", "multi", "census"}
+    for name, tm in trained.items():
+        loaded = tf.saved_model.load(str(base / name / "1"))
+        assert set(loaded.signatures.keys()) == set(tm.endpoints)
+        for sig, ep in tm.endpoints.items():
+            sample = tm.samples[sig]
+            got = loaded.signatures[sig](**{k: tf.constant(v) for k, v in sample.items()})
+            ref = ep.call(sample)
+            assert set(got) == set(ref) and all(not k.startswith("output_") for k in got)
+            for k in ref:
+                g = got[k].numpy()
+                if g.dtype == object:
+                    assert (g == ref[k]).all()
+                else:
+                    np.testing.assert_allclose(g, ref[k], rtol=1e-5, atol=1e-6)
+
+
+def test_linear_learns_the_seed_relation(zoo):
+    _, trained = zoo
+    y = trained["linear"].endpoints["serving_default"].call({"x": np.array([[1.0], [2.0]], np.float32)})["y"]
+    np.testing.assert_allclose(y[:, 0], [3.0, 5.0], atol=0.3)
+
+
+def test_census_classify_and_regress_agree(zoo):
+    _, trained = zoo
+    tm = trained["census"]
+    ex = tm.samples["classify"]
+    cls = tm.endpoints["classify"].call(ex)
+    reg = tm.endpoints["regress"].call(ex)
+    assert cls["classes"][0].tolist() == [b"<=50K", b">50K"]
+    np.testing.assert_allclose(cls["scores"][:, 1], reg["outputs"], rtol=1e-6)
+    np.testing.assert_allclose(cls["scores"].sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_different_seeds_give_different_weights():
+    a = ZOO["linear"](1).endpoints["serving_default"].call({"x": np.array([[1.0]], np.float32)})["y"]
+    b = ZOO["linear"](2).endpoints["serving_default"].call({"x": np.array([[1.0]], np.float32)})["y"]
+    assert not np.array_equal(a, b)
+
+
+def test_models_config_parses_and_names_only_exported_models():
+    text = (REPO / "serving" / "models.config").read_text()
+    cfg = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    configs = cfg.model_config_list.config
+    assert {c.name for c in configs} == set(ZOO)
+    kinds = set()
+    for c in configs:
+        assert c.base_path == f"/models/{c.name}"
+        assert c.model_platform == "tensorflow"
+        kinds.add(c.model_version_policy.WhichOneof("policy_choice"))
+    assert kinds == {"latest", "all", "specific"}
+    labelled = [c for c in configs if c.version_labels]
+    assert labelled and {"stable", "canary"} <= set(labelled[0].version_labels)
