@@ -1,0 +1,57 @@
+"""TF Serving's metrics (names, labels, microsecond histograms), kept with prometheus-client.
+
+Recording functions are the only interface the rest of the server uses, so the exposition format can
+follow TF Serving's (`util/prometheus_exporter.cc`) without the core knowing about it.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# TF Serving's request-latency buckets: 10 * 1.8^i µs, 33 of them (util.cc).
+_LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(33))
+
+REQUEST_COUNT = Counter(":tensorflow:serving:request_count", "Number of requests.",
+                        ["model_name", "status"], registry=REGISTRY)
+REQUEST_LATENCY = Histogram(":tensorflow:serving:request_latency", "Request latency in microseconds.",
+                            ["model_name", "API", "entrypoint"], buckets=_LATENCY_BUCKETS_US, registry=REGISTRY)
+RUNTIME_LATENCY = Histogram(":tensorflow:serving:runtime_latency", "Runtime latency in microseconds.",
+                            ["model_name", "API", "runtime"], buckets=_LATENCY_BUCKETS_US, registry=REGISTRY)
+LOAD_ATTEMPTS = Counter(":tensorflow:cc:saved_model:load_attempt_count", "SavedModel load attempts.",
+                        ["model_path", "status"], registry=REGISTRY)
+LOAD_LATENCY = Histogram(":tensorflow:cc:saved_model:load_latency", "SavedModel load latency in microseconds.",
+                         ["model_path"], buckets=tuple(10**i for i in range(3, 10)), registry=REGISTRY)
+WARMUP_LATENCY = Histogram(":tensorflow:serving:model_warmup_latency", "Model warmup latency in microseconds.",
+                           ["model_path", "status"], buckets=tuple(10**i for i in range(3, 10)), registry=REGISTRY)
+WARMUP_RECORDS = Counter(":tensorflow:serving:model_warmup_records_read", "Warmup records read.",
+                         ["model_path", "status"], registry=REGISTRY)
+VERSION_STATE = Gauge(":tensorflow_serving_bundle:model_version_state",
+                      "State of each model version (ModelVersionStatus.State number).",
+                      ["model_name", "version"], registry=REGISTRY)
+
+
+def request(model: str, api: str, entrypoint: str, code_name: str, seconds: float | None) -> None:
+    REQUEST_COUNT.labels(model, code_name).inc()
+    if seconds is not None and code_name == "OK":
+        REQUEST_LATENCY.labels(model, api, entrypoint).observe(seconds * 1e6)
+
+
+def runtime_latency(model: str, api: str, seconds: float) -> None:
+    RUNTIME_LATENCY.labels(model, api, "TF1").observe(seconds * 1e6)
+
+
+def load(path: str, ok: bool, seconds: float) -> None:
+    LOAD_ATTEMPTS.labels(path, "success" if ok else "fail").inc()
+    if ok:
+        LOAD_LATENCY.labels(path).observe(seconds * 1e6)
+
+
+def warmup(path: str, code_name: str, seconds: float, records: int) -> None:
+    WARMUP_LATENCY.labels(path, code_name).observe(seconds * 1e6)
+    WARMUP_RECORDS.labels(path, code_name).inc(records)
+
+
+def version_state(model: str, version: int, state: int) -> None:
+    VERSION_STATE.labels(model, str(version)).set(state)

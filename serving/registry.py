@@ -1,0 +1,158 @@
+"""The set of served models: applies a ModelServerConfig (startup and every reload), owns the version
+labels, and polls the filesystem. Mirrors `ServerCore::ReloadConfig` (`model_servers/server_core.cc`).
+
+Deliberate differences from TF Serving, where its behaviour hurts users: a model whose base path is
+missing or empty does not block start-up or a reload forever (it is logged and loads when a version
+appears), a missing base path does not stop polling of the other models, and a rejected config is not
+stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from serving.config import ModelServerConfig, validate
+from serving.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnknownError
+from serving.versions import FileSystemSource, LoadPolicy, Loader, ModelVersions, State, VersionRecord
+
+log = logging.getLogger("serving.registry")
+
+
+class ModelRegistry:
+    def __init__(self, loader: Loader, *, load_policy: LoadPolicy, poll_seconds: int,
+                 allow_unavailable_labels: bool = False,
+                 on_event: Callable[[str, VersionRecord], None] | None = None):
+        self._loader = loader
+        self._load_policy = load_policy
+        self._poll_seconds = poll_seconds
+        self._allow_unavailable_labels = allow_unavailable_labels
+        self._on_event = on_event
+        self._reload_lock = threading.Lock()  # reloads and polls are serialised, like TF Serving's
+        self._models: dict[str, ModelVersions] = {}
+        self._labels: dict[str, dict[str, int]] = {}
+        self.config: ModelServerConfig | None = None
+        self.source = FileSystemSource(self._emit)
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------------------ lookup
+    def model(self, name: str) -> ModelVersions | None:
+        return self._models.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def labels(self, name: str) -> dict[str, int]:
+        return dict(self._labels.get(name, {}))
+
+    def resolve(self, name: str, version: int | None, label: str | None) -> tuple[ModelVersions, int | None]:
+        if label is not None:
+            labels = self._labels.get(name, {})
+            if label not in labels:
+                raise InvalidArgumentError(f"Unrecognized servable version label: {label}")
+            version = labels[label]
+        mv = self._models.get(name)
+        if mv is None:
+            what = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+            raise NotFoundError(f"Servable not found for request: {what}")
+        return mv, version
+
+    def all_models_available(self) -> bool:
+        """Readiness: every configured model has at least one AVAILABLE version."""
+        return bool(self._models) and all(mv.available() for mv in self._models.values())
+
+    # ------------------------------------------------------------------------------------ config
+    def _emit(self, name: str, versions: dict[int, str]) -> None:
+        mv = self._models.get(name)
+        if mv is not None:
+            mv.set_aspired(versions)
+
+    def _compute_labels(self, cfg: ModelServerConfig) -> dict[str, dict[str, int]]:
+        """TF Serving's UpdateModelVersionLabelMap rules and error text."""
+        out: dict[str, dict[str, int]] = {}
+        for m in cfg.model_config_list.config:
+            current = self._labels.get(m.name, {})
+            mv = self._models.get(m.name)
+            for label, version in m.version_labels.items():
+                available = mv is not None and mv.state_of(version) == State.AVAILABLE
+                if available:
+                    continue
+                if self._allow_unavailable_labels and (label not in current or current[label] == version):
+                    continue
+                raise FailedPreconditionError(
+                    f"Request to assign label to version {version} of model {m.name}, which is not "
+                    "currently available for inference")
+            if m.version_labels:
+                out[m.name] = dict(m.version_labels)
+        return out
+
+    def apply(self, cfg: ModelServerConfig) -> None:
+        """Validate and apply a full replacement config. New models are loaded before this returns."""
+        with self._reload_lock:
+            validate(cfg, self.config)
+            if cfg.WhichOneof("config") is None:
+                log.info("Taking no action for empty config")
+                if self.config is None:
+                    self.config = cfg
+                return
+            labels = self._compute_labels(cfg)
+            wanted = {m.name: m for m in cfg.model_config_list.config}
+            added = [m for name, m in wanted.items() if name not in self._models]
+            removed = [name for name in self._models if name not in wanted]
+            for m in added:
+                self._models[m.name] = ModelVersions(m.name, self._loader, self._load_policy, self._on_event)
+            self.config = cfg
+            self._labels = labels
+            for name in removed:
+                mv = self._models.pop(name)
+                log.info("model %s removed from config; unloading its versions", name)
+                threading.Thread(target=mv.stop, name=f"unload-{name}", daemon=True).start()
+            if self._poll_seconds >= 0 and added:
+                self.source.poll(added)
+            self._await(added)
+
+    def _await(self, added) -> None:
+        failures = []
+        for m in added:
+            mv = self._models[m.name]
+            if not mv.status():
+                log.warning("model %s has no loadable version under %s yet; it will load when one appears",
+                            m.name, m.base_path)
+                continue
+            rec = mv.wait_first_done()
+            if rec is not None and rec.state == State.END and rec.error is not None:
+                failures.append(f"{{name: {m.name} version: {rec.version}}} due to error: {rec.error}")
+        if failures:
+            raise UnknownError(f"{len(failures)} servable(s) did not become available: "
+                               f"{{{', '.join(failures)}, }}")
+
+    # ------------------------------------------------------------------------------------ polling
+    def poll_now(self) -> None:
+        with self._reload_lock:
+            if self.config is not None:
+                self.source.poll(list(self.config.model_config_list.config))
+
+    def start_polling(self) -> None:
+        if self._poll_seconds <= 0 or self._poller is not None:
+            return
+
+        def loop():
+            while not self._stop.wait(self._poll_seconds):
+                try:
+                    self.poll_now()
+                except Exception:  # noqa: BLE001 - a poll failure must never stop polling
+                    log.exception("filesystem poll failed")
+
+        self._poller = threading.Thread(target=loop, name="fs-poll", daemon=True)
+        self._poller.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        models = list(self._models.values())
+        threads = [threading.Thread(target=mv.stop, args=(timeout,), daemon=True) for mv in models]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout)

@@ -1,0 +1,231 @@
+"""Process wiring in TF Serving's order (`model_servers/server.cc::BuildAndStart`): validate options, build
+the config, load every model, *then* open the gRPC port (and the REST port). Shutdown drains in-flight
+requests before unloading."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from serving import metrics
+from serving.config import (BatchingParameters, ModelServerConfig, MonitoringConfig, parse_text_file,
+                            single_model_config)
+from serving.core import Core
+from serving.errors import InvalidArgumentError, ServingError
+from serving.flags import ServerOptions, unsupported_settings
+from serving.registry import ModelRegistry
+from serving.runtime import SavedModelServable, tf
+from serving.versions import LoadPolicy, VersionRecord
+
+log = logging.getLogger("serving")
+
+
+@dataclass
+class Server:
+    options: ServerOptions
+    registry: ModelRegistry
+    core: Core
+    grpc_server: object = None
+    grpc_port: int | None = None
+    health: object = None
+    stoppers: list = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def update_health(self) -> None:
+        if self.health is None:
+            return
+        from grpc_health.v1 import health_pb2
+
+        ok = self.registry.all_models_available() and not self._stop.is_set()
+        status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+        for svc in ("", "ModelService", "PredictionService", "tensorflow.serving.PredictionService",
+                    "tensorflow.serving.ModelService"):
+            self.health.set(svc, status)
+
+    def stop(self, grace: float = 20.0) -> None:
+        """Stop accepting, let in-flight requests finish (up to `grace` s), then unload everything."""
+        self._stop.set()
+        self.update_health()
+        for stopper in self.stoppers:
+            stopper(grace)
+        if self.grpc_server is not None:
+            self.grpc_server.stop(grace).wait(grace)
+        self.registry.stop(grace)
+
+    def wait(self) -> None:
+        self._stop.wait()
+
+
+def validate_options(opts: ServerOptions) -> None:
+    """The start-up checks of server.cc, in its order, with its messages."""
+    if opts.port == 0 and not opts.grpc_socket_path:
+        raise InvalidArgumentError("At least one of server_options.grpc_port or server_options.grpc_socket_path "
+                                   "must be set.")
+    if opts.use_alts_credentials and opts.ssl_config_file:
+        raise InvalidArgumentError("Either use_alts_credentials must be false or ssl_config_file must be empty.")
+    if not opts.model_base_path and not opts.model_config_file:
+        raise InvalidArgumentError("Both server_options.model_base_path and server_options.model_config_file "
+                                   "are empty!")
+
+
+def load_config(opts: ServerOptions) -> ModelServerConfig:
+    if opts.model_config_file:
+        return parse_text_file(opts.model_config_file, ModelServerConfig)
+    log.info("Building single TensorFlow model file config: model_name: %s model_base_path: %s",
+             opts.model_name, opts.model_base_path)
+    return single_model_config(opts.model_name, opts.model_base_path)
+
+
+def session_config(opts: ServerOptions):
+    t = tf()
+    cfg = t.compat.v1.ConfigProto()
+    if opts.tensorflow_session_config_file:
+        from google.protobuf import text_format
+
+        try:
+            text_format.Parse(open(opts.tensorflow_session_config_file).read(), cfg)
+        except Exception as e:  # noqa: BLE001
+            raise InvalidArgumentError(f"Invalid protobuf file: '{opts.tensorflow_session_config_file}'") from e
+    intra, inter, both = (opts.tensorflow_intra_op_parallelism, opts.tensorflow_inter_op_parallelism,
+                          opts.tensorflow_session_parallelism)
+    if intra > 0 and inter > 0 and both > 0:
+        raise InvalidArgumentError(
+            "Either configure server_options.tensorflow_session_parallelism or "
+            "(server_options.tensorflow_intra_op_parallelism, server_options.tensorflow_inter_op_parallelism) "
+            "separately. You cannot configure all.")
+    if intra > 0 or inter > 0:
+        cfg.intra_op_parallelism_threads = intra
+        cfg.inter_op_parallelism_threads = inter
+    elif both > 0:
+        cfg.intra_op_parallelism_threads = both
+        cfg.inter_op_parallelism_threads = both
+    return cfg
+
+
+def build_and_start(opts: ServerOptions) -> Server:
+    """Everything before the ports open can fail with a ServingError: the caller prints
+    `Failed to start server. Error: <status>` and exits 255, like tensorflow_model_server."""
+    ignored, fatal = unsupported_settings(opts)
+    if fatal:
+        raise InvalidArgumentError(f"not supported by the embedded server (use the tensorflow/serving image): "
+                                   f"{', '.join(fatal)}")
+    for flag in ignored:
+        log.warning("flag %s is accepted for compatibility but has no effect in the embedded server", flag)
+    validate_options(opts)
+    config = load_config(opts)
+    if opts.batching_parameters_file and not opts.enable_batching:
+        raise InvalidArgumentError("server_options.batching_parameters_file is set without setting "
+                                   "server_options.enable_batching to true.")
+    if opts.batching_parameters_file:
+        parse_text_file(opts.batching_parameters_file, BatchingParameters)
+    if opts.enable_batching:
+        log.warning("--enable_batching: server-side batching is not implemented yet in the embedded server; "
+                    "requests run unbatched")
+    sess_cfg = session_config(opts)
+    monitoring = parse_text_file(opts.monitoring_config_file, MonitoringConfig) \
+        if opts.monitoring_config_file and opts.rest_api_port else None
+
+    holder: dict[str, Server] = {}
+    tags = [t.strip() for t in opts.saved_model_tags.split(",") if t.strip()]
+
+    def loader(model: str, version: int, path: str) -> SavedModelServable:
+        t0 = time.monotonic()
+        try:
+            servable = SavedModelServable(path, tags, session_config=sess_cfg)
+        except ServingError:
+            metrics.load(path, False, time.monotonic() - t0)
+            raise
+        metrics.load(path, True, time.monotonic() - t0)
+        if opts.enable_model_warmup:
+            from serving.warmup import run_warmup
+
+            try:
+                n = run_warmup(holder["server"].core, servable, version, path,
+                               opts.num_request_iterations_for_warmup)
+            except BaseException:
+                servable.close()
+                raise
+            if n:
+                log.info("model %s version %d: replayed %d warmup record(s)", model, version, n)
+        return servable
+
+    def on_event(model: str, rec: VersionRecord) -> None:
+        metrics.version_state(model, rec.version, int(rec.state))
+        srv = holder.get("server")
+        if srv is not None:
+            srv.update_health()
+
+    interval = opts.load_retry_interval_micros / 1e6
+    registry = ModelRegistry(loader, load_policy=LoadPolicy(max(0, opts.max_num_load_retries), max(0.0, interval)),
+                             poll_seconds=opts.file_system_poll_wait_seconds,
+                             allow_unavailable_labels=opts.allow_version_labels_for_unavailable_models,
+                             on_event=on_event)
+    server = Server(opts, registry, Core(registry, method_name_check=opts.enable_signature_method_name_check))
+    holder["server"] = server
+    registry.apply(config)  # blocks until every model's first version is AVAILABLE or failed
+    registry.start_polling()
+    _start_config_poller(server)
+    _start_grpc(server)
+    if opts.rest_api_port:
+        if opts.rest_api_port == opts.port:
+            log.error("server_options.http_port cannot be the same as server_options.grpc_port. "
+                      "Please use a different port for HTTP/REST API. Skipped setting up HTTP/REST API.")
+        else:
+            from serving.rest import start_rest
+
+            start_rest(server, monitoring)
+    server.update_health()
+    for name in registry.names():
+        log.info("model %s: AVAILABLE versions %s", name, registry.model(name).available())
+    return server
+
+
+def _start_grpc(server: Server) -> None:
+    from grpc_health.v1 import health
+
+    from serving.grpc_api import build_server, parse_channel_arguments
+
+    opts = server.options
+    server.health = health.HealthServicer(experimental_non_blocking=True)
+    gs = build_server(server.core, server.registry, max_workers=max(1, opts.grpc_max_threads),
+                      tensor_content=opts.enable_serialization_as_tensor_content,
+                      health_servicer=server.health,
+                      extra_options=parse_channel_arguments(opts.grpc_channel_arguments))
+    if opts.port:
+        server.grpc_port = gs.add_insecure_port(f"0.0.0.0:{opts.port}")
+        if not server.grpc_port:
+            raise InvalidArgumentError("Failed to BuildAndStart gRPC server")
+    if opts.grpc_socket_path:
+        gs.add_insecure_port(f"unix:{opts.grpc_socket_path}")
+    gs.start()
+    server.grpc_server = gs
+    if opts.port:
+        log.info("Running gRPC ModelServer at 0.0.0.0:%d ...", server.grpc_port)
+    if opts.grpc_socket_path:
+        log.info("Running gRPC ModelServer at UNIX socket %s ...", opts.grpc_socket_path)
+
+
+def _start_config_poller(server: Server) -> None:
+    """--model_config_file_poll_wait_seconds: re-read the file and reload; errors are logged, never fatal."""
+    opts = server.options
+    if not opts.model_config_file or opts.model_config_file_poll_wait_seconds <= 0:
+        return
+
+    def loop():
+        while not server._stop.wait(opts.model_config_file_poll_wait_seconds):
+            try:
+                cfg = parse_text_file(opts.model_config_file, ModelServerConfig)
+            except ServingError as e:
+                log.error("Failed to read ModelServerConfig file: %s", e.message)
+                continue
+            if cfg == server.registry.config:
+                continue
+            try:
+                server.registry.apply(cfg)
+                log.info("reloaded model config from %s", opts.model_config_file)
+            except ServingError as e:
+                log.error("model config reload from %s failed: %s", opts.model_config_file, e)
+
+    threading.Thread(target=loop, name="config-poll", daemon=True).start()
