@@ -167,7 +167,7 @@ def parse_flags(argv: list[str]) -> ServerOptions:
             continue
         name, eq, raw = arg[2:].partition("=")
         flag = _BY_NAME.get(name)
-        if flag is None:
+        if flag is None or (not eq and flag.kind != "bool"):  # `--port 9000`: TF does not apply it
             unknown.append(arg)
             continue
         values[name] = _parse_value(flag, raw if eq else None)

@@ -159,7 +159,8 @@ def test_concurrent_reader_never_sees_a_partial_version(tmp_path):
 
 def test_warmup_file_holds_one_prediction_log_per_signature(zoo):
     base, trained = zoo
-    for name, tm in trained.items():
+    for name in ZOO:
+        tm = trained[name]
         records = read_warmup(base / name / "1")
         kinds = {}
         for rec in records:
@@ -175,8 +176,9 @@ def test_warmup_file_holds_one_prediction_log_per_signature(zoo):
 
 def test_every_demo_signature_reloads_with_in_memory_predictions(zoo):
     base, trained = zoo
-    assert set(trained) == {"linear", "mlp", "multi", "census"}
-    for name, tm in trained.items():
+    assert set(ZOO) == {"linear", "mlp", "multi", "census"}
+    for name in ZOO:
+        tm = trained[name]
         loaded = tf.saved_model.load(str(base / name / "1"))
         assert set(loaded.signatures.keys()) == set(tm.endpoints)
         for sig, ep in tm.endpoints.items():

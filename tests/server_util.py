@@ -1,0 +1,88 @@
+"""Start `python -m serving` as a real process on free loopback ports, with real flags.
+
+The integration tests can instead target an already running server (for example the tensorflow/serving
+container, see docker/README) through TFS_GRPC=host:port and TFS_REST=http://host:port; tests that must
+control the model directory are skipped then."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def external_target() -> tuple[str, str] | None:
+    g, r = os.environ.get("TFS_GRPC"), os.environ.get("TFS_REST")
+    return (g, r) if g else None
+
+
+class ServerProcess:
+    def __init__(self, args: list[str], *, rest: bool = True):
+        self.grpc_port = free_port()
+        self.rest_port = free_port() if rest else None
+        self.args = [f"--port={self.grpc_port}", *([f"--rest_api_port={self.rest_port}"] if rest else []), *args]
+        self._log = tempfile.NamedTemporaryFile("w+", prefix="serving-", suffix=".log", delete=False)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+        self.proc = subprocess.Popen([sys.executable, "-m", "serving", *self.args], cwd=REPO, env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    def log_text(self) -> str:
+        return Path(self._log.name).read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 180.0) -> "ServerProcess":
+        """Ready = the gRPC port accepts connections, which TF Serving's ordering makes mean 'loaded'."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")
+            with grpc.insecure_channel(self.grpc_target) as ch:
+                try:
+                    grpc.channel_ready_future(ch).result(timeout=0.5)
+                    return self
+                except grpc.FutureTimeoutError:
+                    continue
+        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log_text()[-4000:]}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+def wait_for(pred, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout}s")
+        time.sleep(interval)

@@ -1,0 +1,276 @@
+"""Version policy, filesystem source, the availability-preserving state machine (fake loader), labels."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+
+from serving.config import ModelServerConfig
+from serving.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnknownError
+from serving.registry import ModelRegistry
+from serving.versions import FileSystemSource, LoadPolicy, ModelVersions, State
+
+
+class FakeServable:
+    def __init__(self, version):
+        self.version = version
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+
+
+class FakeLoader:
+    """Records the order of loads; versions in `fail` raise; `gate` lets a test hold a load open."""
+
+    def __init__(self, fail=(), gate: threading.Event | None = None):
+        self.fail = set(fail)
+        self.gate = gate
+        self.calls: list[int] = []
+        self.events: list[str] = []
+
+    def __call__(self, model, version, path):
+        self.calls.append(version)
+        if self.gate is not None:
+            self.gate.wait(10)
+        if version in self.fail:
+            raise UnknownError(f"cannot load {version}")
+        self.events.append(f"load {version}")
+        return FakeServable(version)
+
+
+def _wait(pred, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def _states(mv: ModelVersions) -> dict[int, State]:
+    return {r.version: r.state for r in mv.status()}
+
+
+FAST = LoadPolicy(max_num_load_retries=2, load_retry_interval_s=0.0)
+
+
+def test_new_version_is_available_before_the_old_unloads():
+    order: list[str] = []
+
+    def on_event(model, rec):
+        order.append(f"{rec.version}:{rec.state.name}")
+
+    mv = ModelVersions("m", FakeLoader(), FAST, on_event)
+    mv.set_aspired({1: "/m/1"})
+    _wait(lambda: mv.available() == [1])
+    mv.set_aspired({2: "/m/2"})
+    _wait(lambda: _states(mv) == {2: State.AVAILABLE, 1: State.END})
+    assert order.index("2:AVAILABLE") < order.index("1:UNLOADING")
+    mv.stop()
+
+
+def test_failed_new_version_keeps_the_old_one_serving_and_is_not_retried():
+    loader = FakeLoader(fail={2})
+    mv = ModelVersions("m", loader, FAST)
+    mv.set_aspired({1: "/m/1"})
+    _wait(lambda: mv.available() == [1])
+    mv.set_aspired({2: "/m/2"})
+    _wait(lambda: _states(mv).get(2) == State.END)
+    status = {r.version: r for r in mv.status()}
+    assert status[2].error.message == "cannot load 2"
+    assert loader.calls.count(2) == 3  # first attempt + max_num_load_retries
+    mv.set_aspired({2: "/m/2"})  # still aspired: not retried
+    time.sleep(0.1)
+    assert loader.calls.count(2) == 3
+    assert mv.available() == [1]
+    with mv.acquire(None) as rec:
+        assert rec.version == 1
+    mv.stop()
+
+
+def test_reappearing_failed_version_is_retried():
+    loader = FakeLoader(fail={2})
+    mv = ModelVersions("m", loader, LoadPolicy(0, 0.0))
+    mv.set_aspired({2: "/m/2"})
+    _wait(lambda: _states(mv).get(2) == State.END)
+    loader.fail.clear()
+    mv.set_aspired({})
+    mv.set_aspired({2: "/m/2"})
+    _wait(lambda: mv.available() == [2])
+    mv.stop()
+
+
+def test_highest_aspired_version_loads_first():
+    loader = FakeLoader()
+    mv = ModelVersions("m", loader, FAST)
+    mv.set_aspired({1: "/1", 3: "/3", 2: "/2"})
+    _wait(lambda: mv.available() == [1, 2, 3])
+    assert loader.calls[0] == 3
+    mv.stop()
+
+
+def test_unload_waits_for_in_flight_requests():
+    mv = ModelVersions("m", FakeLoader(), FAST)
+    mv.set_aspired({1: "/1"})
+    _wait(lambda: mv.available() == [1])
+    with mv.acquire(1) as rec:
+        servable = rec.servable
+        mv.set_aspired({})
+        _wait(lambda: _states(mv)[1] == State.UNLOADING)
+        assert not servable.closed
+        with pytest.raises(NotFoundError, match=r"Servable not found for request: Specific\(m, 1\)"):
+            with mv.acquire(1):
+                pass
+    _wait(lambda: _states(mv)[1] == State.END)
+    assert servable.closed
+    with pytest.raises(NotFoundError, match=r"Servable not found for request: Latest\(m\)"):
+        with mv.acquire(None):
+            pass
+    mv.stop()
+
+
+def test_version_that_stops_being_aspired_cancels_its_retries():
+    gate = threading.Event()
+    loader = FakeLoader(fail={5})
+    mv = ModelVersions("m", loader, LoadPolicy(max_num_load_retries=100, load_retry_interval_s=30.0))
+    mv.set_aspired({5: "/5"})
+    _wait(lambda: loader.calls == [5])
+    mv.set_aspired({})
+    _wait(lambda: _states(mv)[5] == State.END)
+    assert len(loader.calls) == 1
+    gate.set()
+    mv.stop()
+
+
+# ------------------------------------------------------------------------------------ filesystem source
+
+def _version(base: Path, v: str, complete: bool = True):
+    d = base / v
+    (d / "variables").mkdir(parents=True)
+    if complete:
+        (d / "saved_model.pb").write_bytes(b"x")
+        (d / "variables" / "variables.index").write_bytes(b"x")
+        (d / "variables" / "variables.data-00000-of-00001").write_bytes(b"x")
+
+
+def _model(base, policy=""):
+    cfg = text_format.Parse(f'model_config_list {{ config {{ name: "m" base_path: "{base}" '
+                            f'model_platform: "tensorflow" {policy} }} }}', ModelServerConfig())
+    return cfg.model_config_list.config[0]
+
+
+@pytest.mark.parametrize("policy,expected", [
+    ("", [7]),
+    ("model_version_policy { latest { num_versions: 2 } }", [3, 7]),
+    ("model_version_policy { all {} }", [1, 3, 7]),
+    ("model_version_policy { specific { versions: 1 versions: 4 } }", [1]),
+])
+def test_source_applies_version_policy(tmp_path, policy, expected):
+    for v in ("1", "3", "7"):
+        _version(tmp_path, v)
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "v9").mkdir()
+    src = FileSystemSource(lambda n, v: None, settle_seconds=0)
+    assert sorted(src.scan(_model(tmp_path, policy))) == expected
+
+
+def test_source_skips_half_written_version_until_complete(tmp_path):
+    _version(tmp_path, "1")
+    _version(tmp_path, "2", complete=False)
+    src = FileSystemSource(lambda n, v: None, settle_seconds=0)
+    assert sorted(src.scan(_model(tmp_path))) == [1]
+    (tmp_path / "2" / "saved_model.pb").write_bytes(b"x")  # pb copied, variables not yet
+    assert sorted(src.scan(_model(tmp_path))) == [1]
+    (tmp_path / "2" / "variables" / "variables.index").write_bytes(b"x")
+    (tmp_path / "2" / "variables" / "variables.data-00000-of-00001").write_bytes(b"x")
+    assert sorted(src.scan(_model(tmp_path))) == [2]
+
+
+def test_source_waits_for_a_fresh_directory_to_stop_changing(tmp_path):
+    _version(tmp_path, "1")
+    src = FileSystemSource(lambda n, v: None, settle_seconds=60)
+    assert src.scan(_model(tmp_path)) == {}  # brand new and never seen before: look again next poll
+    assert sorted(src.scan(_model(tmp_path))) == [1]  # unchanged since the last poll
+    (tmp_path / "1" / "variables" / "variables.data-00000-of-00001").write_bytes(b"xyz")  # still growing
+    src2 = FileSystemSource(lambda n, v: None, settle_seconds=60)
+    src2.scan(_model(tmp_path))
+    (tmp_path / "1" / "variables" / "variables.data-00000-of-00001").write_bytes(b"xyzw")
+    assert src2.scan(_model(tmp_path)) == {}
+
+
+def test_source_missing_base_path_returns_none(tmp_path):
+    src = FileSystemSource(lambda n, v: None)
+    assert src.scan(_model(tmp_path / "gone")) is None
+
+
+# ------------------------------------------------------------------------------------ registry and labels
+
+def _config(base: Path, labels: dict[str, int] | None = None, policy="model_version_policy { all {} }"):
+    lab = "".join(f'version_labels {{ key: "{k}" value: {v} }} ' for k, v in (labels or {}).items())
+    return text_format.Parse(f'model_config_list {{ config {{ name: "m" base_path: "{base}" '
+                             f'model_platform: "tensorflow" {policy} {lab} }} }}', ModelServerConfig())
+
+
+def _registry(allow=False, fail=()):
+    return ModelRegistry(FakeLoader(fail=fail), load_policy=FAST, poll_seconds=0, allow_unavailable_labels=allow)
+
+
+def test_labels_require_available_versions(tmp_path):
+    for v in ("1", "2"):
+        _version(tmp_path, v)
+    reg = _registry()
+    reg.source = FileSystemSource(reg._emit, settle_seconds=0)
+    with pytest.raises(FailedPreconditionError, match="Request to assign label to version 1 of model m, which is "
+                                                      "not currently available for inference"):
+        reg.apply(_config(tmp_path, {"stable": 1}))
+    reg.apply(_config(tmp_path))
+    _wait(lambda: reg.model("m").available() == [1, 2])
+    reg.apply(_config(tmp_path, {"stable": 1, "canary": 2}))
+    assert reg.resolve("m", None, "canary")[1] == 2
+    with pytest.raises(FailedPreconditionError):
+        reg.apply(_config(tmp_path, {"stable": 1, "canary": 3}))
+    assert reg.labels("m") == {"stable": 1, "canary": 2}  # rejected config changed nothing
+    with pytest.raises(InvalidArgumentError, match="Unrecognized servable version label: nope"):
+        reg.resolve("m", None, "nope")
+    reg.apply(_config(tmp_path, {"stable": 2}))
+    assert reg.labels("m") == {"stable": 2}  # labels are rebuilt from each accepted config
+    reg.stop()
+
+
+def test_allow_unavailable_labels_only_for_new_labels(tmp_path):
+    _version(tmp_path, "1")
+    reg = _registry(allow=True)
+    reg.source = FileSystemSource(reg._emit, settle_seconds=0)
+    reg.apply(_config(tmp_path, {"canary": 9}))  # new label on a missing version: allowed
+    _wait(lambda: reg.model("m").available() == [1])
+    reg.apply(_config(tmp_path, {"canary": 9}))  # restating the same mapping: allowed
+    with pytest.raises(FailedPreconditionError):
+        reg.apply(_config(tmp_path, {"canary": 8}))  # moving an existing label needs an AVAILABLE target
+    reg.stop()
+
+
+def test_reload_reports_models_that_did_not_become_available(tmp_path):
+    _version(tmp_path, "1")
+    reg = _registry(fail={1})
+    reg.source = FileSystemSource(reg._emit, settle_seconds=0)
+    with pytest.raises(UnknownError) as e:
+        reg.apply(_config(tmp_path))
+    assert e.value.message == ("1 servable(s) did not become available: {{name: m version: 1} due to error: "
+                               "UNKNOWN: cannot load 1, }")
+    reg.stop()
+
+
+def test_removed_model_is_unloaded_and_unknown(tmp_path):
+    _version(tmp_path, "1")
+    reg = _registry()
+    reg.source = FileSystemSource(reg._emit, settle_seconds=0)
+    reg.apply(_config(tmp_path))
+    mv = reg.model("m")
+    reg.apply(text_format.Parse("model_config_list {}", ModelServerConfig()))
+    with pytest.raises(NotFoundError, match=r"Latest\(m\)"):
+        reg.resolve("m", None, None)
+    _wait(lambda: _states(mv)[1] == State.END)
+    reg.stop()
