@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
-from tensorflow_serving.apis import classification_pb2, inference_pb2, input_pb2, regression_pb2
+from tensorflow_serving.apis import (classification_pb2, get_model_status_pb2, inference_pb2, input_pb2,
+                                     regression_pb2)
 
 from serving import metrics
 from serving.errors import (FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError,
@@ -75,6 +76,14 @@ class Core:
     @staticmethod
     def _signature(servable: SavedModelServable, name: str) -> Signature | None:
         return servable.signatures.get(name)
+
+    def signature_inputs(self, spec: Spec) -> dict[str, int]:
+        """{alias: dtype} of a signature's inputs, for decoders that need dtypes first (REST's GetInfoMap)."""
+        with self.servable(spec) as rec:
+            sig = rec.servable.signatures.get(spec.signature)
+            if sig is None:
+                raise InvalidArgumentError(f'Serving signature name: "{spec.signature}" not found in signature def')
+            return {a: t.dtype for a, t in sig.inputs.items()}
 
     # ------------------------------------------------------------------------------------ predict
     def predict(self, spec: Spec, inputs: dict[str, np.ndarray] | Decoder,
@@ -320,6 +329,17 @@ class Core:
                 raise InvalidArgumentError(f"Metadata field {f} is not supported")
         with self.servable(spec) as rec:
             return rec.version, dict(rec.servable.meta_graph.signature_def)
+
+    def status_proto(self, name: str, version: int | None) -> get_model_status_pb2.GetModelStatusResponse:
+        """GetModelStatusResponse as both transports return it (REST renders it as protobuf JSON)."""
+        resp = get_model_status_pb2.GetModelStatusResponse()
+        for rec in self.status(name, version):
+            mvs = resp.model_version_status.add(version=rec.version, state=int(rec.state))
+            mvs.status.SetInParent()  # TF Serving always sets status (error_code OK when healthy)
+            if rec.error is not None:
+                mvs.status.error_code = int(rec.error.code)
+                mvs.status.error_message = rec.error.message
+        return resp
 
     def status(self, name: str, version: int | None) -> list[VersionRecord]:
         versions = self.registry.model(name)

@@ -138,17 +138,6 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return resp
 
 
-def status_response(core: Core, name: str, version: int | None) -> get_model_status_pb2.GetModelStatusResponse:
-    resp = get_model_status_pb2.GetModelStatusResponse()
-    for rec in core.status(name, version):
-        mvs = resp.model_version_status.add(version=rec.version, state=int(rec.state))
-        mvs.status.SetInParent()  # TF Serving always sets status (error_code OK when healthy)
-        if rec.error is not None:
-            mvs.status.error_code = int(rec.error.code)
-            mvs.status.error_message = rec.error.message
-    return resp
-
-
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, core: Core, registry: ModelRegistry):
         self.core = core
@@ -158,8 +147,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def GetModelStatus(self, request, context) -> get_model_status_pb2.GetModelStatusResponse:
         _require_spec(request)
         ms = request.model_spec
-        return status_response(self.core, ms.name,
-                               ms.version.value if ms.WhichOneof("version_choice") == "version" else None)
+        return self.core.status_proto(ms.name,
+                                      ms.version.value if ms.WhichOneof("version_choice") == "version" else None)
 
     @_rpc("HandleReloadConfigRequest", count=False)
     def HandleReloadConfigRequest(self, request, context) -> model_management_pb2.ReloadConfigResponse:

@@ -103,9 +103,12 @@ class SavedModelServable:
         names = tuple(feeds)
         fn = self._callable(names, tuple(fetches))
         try:
-            return fn(*[feeds[n] for n in names])
+            out = fn(*[feeds[n] for n in names])
         except Exception as e:
             raise from_tf_exception(e) from e
+        # rank-0 results come back as numpy scalars or bare bytes: make every result an ndarray
+        return [r if isinstance(r, np.ndarray) else np.asarray(r, dtype=object if isinstance(r, bytes) else None)
+                for r in out]
 
     def run_signature(self, sig: Signature, inputs: dict[str, np.ndarray],
                       outputs: Sequence[str]) -> dict[str, np.ndarray]:
