@@ -48,13 +48,10 @@ def demo_server(zoo, tmp_path_factory):
     cfg = tmp_path_factory.mktemp("cfg") / "models.config"
     cfg.write_text(render_models_config(base))
     srv = ServerProcess([f"--model_config_file={cfg}", "--allow_version_labels_for_unavailable_models",
-                         "--file_system_poll_wait_seconds=1", "--enable_grpc_healthcheck_service"],
-                        rest=REST_ENABLED)
+                         "--file_system_poll_wait_seconds=1", "--enable_grpc_healthcheck_service"])
     srv.external = False
     try:
         yield srv.wait_ready()
     finally:
         srv.stop()
 
-
-REST_ENABLED = (REPO / "serving" / "rest.py").exists()
