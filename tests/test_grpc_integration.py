@@ -430,3 +430,66 @@ def test_startup_failure_message_and_exit_code(tmp_path):
     srv = ServerProcess(["--model_base_path=relative/path"], rest=False)
     assert srv.proc.wait(120) == 255
     assert "Expected model default to have an absolute path or URI; got base_path()=relative/path" in srv.log_text()
+
+
+def test_bad_warmup_data_fails_the_load_and_keeps_serving(lifecycle_server):
+    srv = lifecycle_server
+    bad = srv.model_dir / ".incoming-8"
+    shutil.copytree(srv.zoo_base / "mlp" / "2", bad)
+    (bad / "assets.extra" / "tf_serving_warmup_requests").write_bytes(b"this is not a tfrecord file at all")
+    bad.rename(srv.model_dir / "8")
+    wait_for(lambda: _status(srv.grpc_target, "mlp").get(8, ("",))[0] == "END", what="v8 load failed")
+    assert "Please verify your warmup data is in TFRecord format." in _status(srv.grpc_target, "mlp")[8][1]
+    with grpc.insecure_channel(srv.grpc_target) as ch:
+        resp = prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict(predict_request("mlp", {"x": X10}))
+    assert resp.model_spec.version.value == 1
+
+
+def test_config_file_poll_reload_swaps_models(zoo, tmp_path):
+    base, _ = zoo
+    cfg = tmp_path / "models.config"
+
+    def write(name):
+        tmp = tmp_path / "models.config.tmp"
+        tmp.write_text(f'model_config_list {{ config {{ name: "{name}" base_path: "{base}/{name}" '
+                       f'model_platform: "tensorflow" }} }}')
+        tmp.rename(cfg)
+
+    write("linear")
+    srv = ServerProcess([f"--model_config_file={cfg}", "--model_config_file_poll_wait_seconds=1"], rest=False)
+    try:
+        srv.wait_ready()
+        assert _status(srv.grpc_target, "linear") == {1: ("AVAILABLE", "")}
+        write("multi")
+        wait_for(lambda: _safe_status(srv.grpc_target, "multi") == {1: ("AVAILABLE", "")}, what="multi loaded")
+        wait_for(lambda: _safe_status(srv.grpc_target, "linear") is None, what="linear removed")
+        cfg.write_text("model_config_list { config { name: ")  # a broken file is logged and ignored
+        with grpc.insecure_channel(srv.grpc_target) as ch:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+            for _ in range(3):
+                resp = stub.Predict(predict_request("multi", {"x": np.ones((1, 2), np.float32)}))
+                assert resp.model_spec.version.value == 1
+                threading.Event().wait(1.0)
+        assert srv.proc.poll() is None
+        assert "Failed to read ModelServerConfig file" in srv.log_text()
+    finally:
+        srv.stop()
+
+
+def _safe_status(target, model):
+    try:
+        return _status(target, model)
+    except grpc.RpcError:
+        return None
+
+
+def test_version_flag():
+    import subprocess
+    import sys
+
+    from tests.server_util import REPO
+
+    r = subprocess.run([sys.executable, "-m", "serving", "--version"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0
+    assert r.stdout.startswith("TensorFlow ModelServer: ") and "\nTensorFlow Library: 2.21" in r.stdout

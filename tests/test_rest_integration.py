@@ -148,3 +148,19 @@ def test_readiness_flips_only_after_a_version_loads(zoo, tmp_path, demo_server):
             health_pb2.HealthCheckResponse.SERVING
     finally:
         assert srv.stop() == 0
+
+
+def test_rest_timeout_answers_504_and_server_survives(zoo, tmp_path, demo_server):
+    if getattr(demo_server, "external", False):
+        pytest.skip("needs its own flags")
+    base, _ = zoo
+    srv = ServerProcess([f"--model_name=mlp", f"--model_base_path={base}/mlp", "--rest_api_timeout_in_ms=1"])
+    try:
+        srv.wait_ready()
+        body = {"instances": [[0.5] * 10] * 20000}  # decoding alone takes far longer than 1 ms
+        r = requests.post(srv.rest_url + "/v1/models/mlp:predict", json=body)
+        assert r.status_code == 504 and "error" in r.json()
+        st = requests.get(srv.rest_url + "/v1/models/mlp")  # status is not subject to the timeout
+        assert st.status_code == 200 and st.json()["model_version_status"][0]["state"] == "AVAILABLE"
+    finally:
+        srv.stop()
