@@ -1,0 +1,8 @@
+"""Clients for TF Serving and the embedded server: symmetric gRPC and REST libraries, A/B routing by
+version label, the label rollout tool, and the load generator."""
+
+from clients.base import ServingClientError, Target, make_example, make_input
+from clients.grpc_client import GrpcClient
+from clients.rest_client import RestClient
+
+__all__ = ["GrpcClient", "RestClient", "ServingClientError", "Target", "make_example", "make_input"]

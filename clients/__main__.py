@@ -1,0 +1,242 @@
+"""`python -m clients`: predict, classify, regress, status, metadata, label set/promote, ab.
+
+Human-readable output by default; `--json` prints one JSON document for scripts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+
+def _client(args):
+    from clients import GrpcClient, RestClient
+
+    if args.rest:
+        return RestClient(args.rest_url, timeout=args.timeout)
+    return GrpcClient(args.grpc_target, timeout=args.timeout)
+
+
+def _load_json(text: str):
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text()
+    return json.loads(text)
+
+
+def _inputs(args):
+    if args.npy:
+        named = {}
+        for item in args.npy:
+            name, eq, path = item.partition("=")
+            if not eq:
+                return np.load(item, allow_pickle=False)
+            named[name] = np.load(path, allow_pickle=False)
+        return named
+    if args.input is None:
+        raise SystemExit("give --input JSON (or @file.json) or --npy FILE")
+    return _load_json(args.input)
+
+
+def _jsonable(v):
+    if isinstance(v, np.ndarray):
+        if v.dtype == object:
+            return [_jsonable(x) for x in v.tolist()] if v.ndim else _jsonable(v.item())
+        return v.tolist()
+    if isinstance(v, bytes):
+        try:
+            return v.decode()
+        except UnicodeDecodeError:
+            import base64
+
+            return {"b64": base64.b64encode(v).decode()}
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    return v
+
+
+def _print(args, doc, human):
+    if args.json:
+        print(json.dumps(_jsonable(doc)))
+    else:
+        human(doc)
+
+
+def cmd_predict(args):
+    out = _client(args).predict(args.model, _inputs(args), signature=args.signature, version=args.version,
+                                label=args.label)
+
+    def human(d):
+        for k, v in sorted(d.items()):
+            print(f"{k}  {v.dtype}  shape={list(v.shape)}")
+            print(np.array2string(v, threshold=50) if v.dtype != object else _jsonable(v))
+    _print(args, out, human)
+
+
+def cmd_examples(args):
+    rows = _load_json(args.examples)
+    fn = getattr(_client(args), args.cmd)
+    out = fn(args.model, rows, signature=args.signature, version=args.version, label=args.label)
+
+    def human(d):
+        for i, row in enumerate(d if args.cmd == "classify" else d.tolist()):
+            print(f"example {i}: " + (", ".join(f"{lbl}={s:.4f}" for lbl, s in row) if args.cmd == "classify"
+                                       else f"{row:.6g}"))
+    _print(args, out, human)
+
+
+def cmd_status(args):
+    out = _client(args).status(args.model, version=args.version)
+
+    def human(rows):
+        print(f"{'version':>8}  {'state':<10} error")
+        for r in rows:
+            print(f"{r['version']:>8}  {r['state']:<10} {r['error_message']}")
+    _print(args, out, human)
+
+
+def cmd_metadata(args):
+    out = _client(args).metadata(args.model, version=args.version, label=args.label)
+
+    def human(d):
+        print(f"model {d['model']} version {d['version']}")
+        print(f"{'signature':<18} {'method':<28} {'kind':<6} {'name':<16} {'dtype':<10} shape")
+        for name, sd in d["signature_def"].items():
+            for kind in ("inputs", "outputs"):
+                for alias, t in sd[kind].items():
+                    print(f"{name:<18} {sd['method_name']:<28} {kind[:-1]:<6} {alias:<16} {t['dtype']:<10} "
+                          f"{t['shape']}")
+    _print(args, out, human)
+
+
+def _config_path(args) -> str:
+    if args.config:
+        return args.config
+    for p in ("run/models.config", "serving/models.config"):
+        if Path(p).exists():
+            return p
+    raise SystemExit("no --config given and neither run/models.config nor serving/models.config exists")
+
+
+def cmd_label(args):
+    from clients import GrpcClient
+    from clients.rollout import promote, set_labels
+
+    client = GrpcClient(args.grpc_target, timeout=args.timeout)
+    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    if args.action == "set":
+        labels = {}
+        for item in args.mapping:
+            k, eq, v = item.partition("=")
+            if not eq:
+                raise SystemExit(f"expected LABEL=VERSION, got {item!r}")
+            labels[k] = int(v)
+        new = set_labels(_config_path(args), client, args.model, labels, log=log)
+    else:
+        new = promote(_config_path(args), client, args.model, args.mapping[0], args.mapping[1], log=log)
+    _print(args, {"model": args.model, "labels": new},
+           lambda d: print(f"{d['model']} labels: " + ", ".join(f"{k}→{v}" for k, v in sorted(d["labels"].items()))))
+
+
+def cmd_ab(args):
+    from clients.ab import ABRouter, parse_weights
+    from clients.base import ServingClientError
+
+    router = ABRouter(parse_weights(args.weights))
+    client = _client(args)
+    rng = random.Random(args.seed)
+    shape = None
+    sig = client.metadata(args.model)["signature_def"]["serving_default"]["inputs"]
+    (name, spec), = sig.items()
+    shape = [1 if d in (-1, None) else d for d in spec["shape"] or [1]]
+    for i in range(args.requests):
+        key = f"user-{rng.randrange(args.users)}"
+        x = np.asarray(np.random.default_rng(i).random(shape), np.float32)
+        try:
+            router.predict(client, args.model, {name: x}, key)
+        except ServingClientError:
+            pass
+    report = router.report()
+    _print(args, report, lambda r: [print(f"{k:<10} share={v['share']:.3f} count={v['count']} errors={v['errors']} "
+                                          f"p50={v['p50_ms']}ms p99={v['p99_ms']}ms") for k, v in r.items()])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m clients", description=__doc__)
+    p.add_argument("--grpc-target", default="localhost:8500")
+    p.add_argument("--rest-url", default="http://localhost:8501")
+    proto = p.add_mutually_exclusive_group()
+    proto.add_argument("--grpc", action="store_true", help="use gRPC (default)")
+    proto.add_argument("--rest", action="store_true", help="use REST")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--timeout", type=float, default=30.0)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def target(sp, label=True):
+        sp.add_argument("model")
+        g = sp.add_mutually_exclusive_group()
+        g.add_argument("--version", type=int)
+        if label:
+            g.add_argument("--label")
+
+    sp = sub.add_parser("predict", help="Predict with JSON (--input) or .npy (--npy) inputs")
+    target(sp)
+    sp.add_argument("--signature", default="")
+    sp.add_argument("--input", help='JSON object of named inputs, e.g. \'{"x": [[1.0]]}\', or @file.json')
+    sp.add_argument("--npy", action="append", help="FILE (single input) or NAME=FILE, repeatable")
+    sp.set_defaults(fn=cmd_predict)
+    for verb in ("classify", "regress"):
+        sp = sub.add_parser(verb, help=f"{verb.capitalize()} tf.Examples given as JSON rows")
+        target(sp)
+        sp.add_argument("--signature", default="")
+        sp.add_argument("--examples", required=True, help='JSON list of feature dicts or @file.json')
+        sp.set_defaults(fn=cmd_examples)
+    sp = sub.add_parser("status", help="version states of a model")
+    target(sp, label=False)
+    sp.set_defaults(fn=cmd_status, label=None)
+    sp = sub.add_parser("metadata", help="signatures of a model as a table")
+    target(sp)
+    sp.set_defaults(fn=cmd_metadata)
+    sp = sub.add_parser("label", help="label set MODEL LABEL=VERSION... | label promote MODEL SRC DST")
+    sp.add_argument("action", choices=["set", "promote"])
+    sp.add_argument("model")
+    sp.add_argument("mapping", nargs="+")
+    sp.add_argument("--config", help="the models.config the server runs on (default run/ or serving/)")
+    sp.set_defaults(fn=cmd_label)
+    sp = sub.add_parser("ab", help="weighted, sticky A/B traffic across labels")
+    sp.add_argument("--model", required=True)
+    sp.add_argument("--weights", default="stable=90,canary=10")
+    sp.add_argument("--requests", type=int, default=1000)
+    sp.add_argument("--users", type=int, default=500)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(fn=cmd_ab)
+    args = p.parse_args(argv)
+    if args.cmd == "label" and args.action == "promote" and len(args.mapping) != 2:
+        p.error("label promote MODEL SOURCE TARGET")
+    from clients.base import ServingClientError
+
+    try:
+        args.fn(args)
+    except ServingClientError as e:
+        if args.json:
+            print(json.dumps({"error": e.message, "code": e.code, "http_status": e.http_status}))
+        else:
+            print(f"error: {e.code} ({e.http_status}): {e.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

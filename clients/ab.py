@@ -1,0 +1,80 @@
+"""A/B routing by version label: weighted, sticky per key, with per-label counts, errors and latency."""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from clients.base import ServingClientError
+
+_SLOTS = 10_000
+
+
+def parse_weights(spec: str) -> dict[str, float]:
+    """"stable=90,canary=10" → {"stable": 90.0, "canary": 10.0}."""
+    out = {}
+    for part in filter(None, spec.split(",")):
+        k, _, v = part.partition("=")
+        out[k.strip()] = float(v)
+    if not out or any(w < 0 for w in out.values()) or sum(out.values()) <= 0:
+        raise ValueError(f"bad weights {spec!r}")
+    return out
+
+
+@dataclass
+class LabelStats:
+    count: int = 0
+    errors: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        lat = np.array(self.latencies_ms) if self.latencies_ms else np.array([np.nan])
+        return {"count": self.count, "errors": self.errors,
+                "p50_ms": round(float(np.percentile(lat, 50)), 3), "p99_ms": round(float(np.percentile(lat, 99)), 3)}
+
+
+class ABRouter:
+    """Hashes the key (a user id) into 10,000 slots split by weight: a key always maps to the same label
+    while the weights stay the same, and the split converges to the weights."""
+
+    def __init__(self, weights: dict[str, float]):
+        total = sum(weights.values())
+        self.labels = list(weights)
+        bounds, acc = [], 0.0
+        for label in self.labels:
+            acc += weights[label] / total * _SLOTS
+            bounds.append(round(acc))
+        bounds[-1] = _SLOTS
+        self._bounds = bounds
+        self.stats = {label: LabelStats() for label in self.labels}
+        self._lock = threading.Lock()
+
+    def label_for(self, key: str) -> str:
+        slot = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % _SLOTS
+        return self.labels[bisect.bisect_right(self._bounds, slot)]
+
+    def predict(self, client, model: str, inputs, key: str, **kw):
+        label = self.label_for(key)
+        t0 = time.perf_counter()
+        try:
+            out = client.predict(model, inputs, label=label, **kw)
+        except ServingClientError:
+            with self._lock:
+                self.stats[label].count += 1
+                self.stats[label].errors += 1
+            raise
+        with self._lock:
+            s = self.stats[label]
+            s.count += 1
+            s.latencies_ms.append((time.perf_counter() - t0) * 1e3)
+        return label, out
+
+    def report(self) -> dict[str, dict]:
+        with self._lock:
+            total = sum(s.count for s in self.stats.values()) or 1
+            return {label: {**s.summary(), "share": round(s.count / total, 4)} for label, s in self.stats.items()}

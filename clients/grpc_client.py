@@ -1,0 +1,168 @@
+"""gRPC client for TF Serving's PredictionService/ModelService (and the embedded server)."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Mapping, Sequence
+
+import grpc
+import numpy as np
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     inference_pb2, model_management_pb2, model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc, regression_pb2)
+from tensorflow_serving.config import model_server_config_pb2
+
+from clients.base import ServingClientError, Target, as_inputs, make_input, signature_summary
+from serving import codec
+
+MAX_MESSAGE = 2**31 - 1  # what TF Serving accepts (builder.SetMaxMessageSize(INT32_MAX))
+_STATE = {0: "UNKNOWN", 10: "START", 20: "LOADING", 30: "AVAILABLE", 40: "UNLOADING", 50: "END"}
+
+
+class GrpcClient:
+    """One channel per client (reuse it); retries with jittered backoff only on UNAVAILABLE."""
+
+    def __init__(self, target: str = "localhost:8500", *, timeout: float = 30.0, retries: int = 3,
+                 backoff: float = 0.05, tensor_content: bool = True):
+        self.target = target
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.tensor_content = tensor_content
+        self.channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", MAX_MESSAGE),
+                                                              ("grpc.max_receive_message_length", MAX_MESSAGE)])
+        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------------------------ plumbing
+    def _call(self, method, request, timeout: float | None):
+        attempt = 0
+        while True:
+            try:
+                return method(request, timeout=timeout if timeout is not None else self.timeout)
+            except grpc.RpcError as e:
+                code = e.code()
+                if code == grpc.StatusCode.UNAVAILABLE and attempt < self.retries:
+                    time.sleep(self.backoff * (2**attempt) * (0.5 + random.random()))
+                    attempt += 1
+                    continue
+                raise ServingClientError(code.name, e.details() or "") from None
+
+    @staticmethod
+    def _spec(spec, t: Target) -> None:
+        spec.name = t.model
+        spec.signature_name = t.signature
+        if t.version is not None:
+            spec.version.value = t.version
+        elif t.label is not None:
+            spec.version_label = t.label
+
+    # ------------------------------------------------------------------------------------ API
+    def predict(self, model: str, inputs: Mapping[str, Any] | np.ndarray, *, signature: str = "",
+                version: int | None = None, label: str | None = None, timeout: float | None = None,
+                output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
+        t = Target(model, version, label, signature)
+        named = as_inputs(inputs, default_name=None if isinstance(inputs, Mapping) else self._only_input(t))
+        given = inputs if isinstance(inputs, Mapping) else {next(iter(named)): inputs}
+        if any(not isinstance(v, np.ndarray) for v in given.values()):
+            # plain Python values take the signature's dtypes, as the REST API does for JSON
+            dtypes = self._input_dtypes(t)
+            named = {k: _cast(v, dtypes[k]) if k in dtypes and not isinstance(given[k], np.ndarray) else v
+                     for k, v in named.items()}
+        req = predict_pb2.PredictRequest(output_filter=list(output_filter))
+        self._spec(req.model_spec, t)
+        for k, v in named.items():
+            req.inputs[k].CopyFrom(codec.from_numpy(v, as_content=self.tensor_content and v.dtype != object))
+        resp = self._call(self._predict.Predict, req, timeout)
+        return {k: codec.to_numpy(v) for k, v in resp.outputs.items()}
+
+    def _input_dtypes(self, t: Target) -> dict[str, str]:
+        key = (t.model, t.signature or "serving_default")
+        cache = self.__dict__.setdefault("_dtype_cache", {})
+        if key not in cache:
+            sigs = self.metadata(t.model, version=t.version, label=t.label)["signature_def"]
+            cache[key] = {a: i["dtype"] for a, i in sigs.get(key[1], {"inputs": {}})["inputs"].items()}
+        return cache[key]
+
+    def _only_input(self, t: Target) -> str:
+        sigs = self.metadata(t.model, version=t.version, label=t.label)["signature_def"]
+        inputs = sigs[t.signature or "serving_default"]["inputs"]
+        if len(inputs) != 1:
+            raise ValueError(f"signature has inputs {sorted(inputs)}: pass a dict")
+        return next(iter(inputs))
+
+    def classify(self, model: str, examples, *, signature: str = "", version: int | None = None,
+                 label: str | None = None, context: Mapping | None = None,
+                 timeout: float | None = None) -> list[list[tuple[str, float]]]:
+        req = classification_pb2.ClassificationRequest(input=self._input(examples, context))
+        self._spec(req.model_spec, Target(model, version, label, signature))
+        resp = self._call(self._predict.Classify, req, timeout)
+        return [[(c.label, c.score) for c in cl.classes] for cl in resp.result.classifications]
+
+    def regress(self, model: str, examples, *, signature: str = "", version: int | None = None,
+                label: str | None = None, context: Mapping | None = None, timeout: float | None = None) -> np.ndarray:
+        req = regression_pb2.RegressionRequest(input=self._input(examples, context))
+        self._spec(req.model_spec, Target(model, version, label, signature))
+        resp = self._call(self._predict.Regress, req, timeout)
+        return np.array([r.value for r in resp.result.regressions], np.float32)
+
+    def multi_inference(self, model: str, examples, tasks: Sequence[tuple[str, str]], *, version: int | None = None,
+                        label: str | None = None, timeout: float | None = None) -> list:
+        """tasks: (signature, "classify"|"regress"). Returns per task what classify()/regress() return."""
+        req = inference_pb2.MultiInferenceRequest(input=self._input(examples, None))
+        for sig, method in tasks:
+            task = req.tasks.add(method_name=f"tensorflow/serving/{method}")
+            self._spec(task.model_spec, Target(model, version, label, sig))
+        resp = self._call(self._predict.MultiInference, req, timeout)
+        out = []
+        for r in resp.results:
+            if r.HasField("classification_result"):
+                out.append([[(c.label, c.score) for c in cl.classes] for cl in r.classification_result.classifications])
+            else:
+                out.append(np.array([x.value for x in r.regression_result.regressions], np.float32))
+        return out
+
+    @staticmethod
+    def _input(examples, context):
+        if hasattr(examples, "example_list") or hasattr(examples, "example_list_with_context"):
+            return examples
+        return make_input(examples, context)
+
+    def metadata(self, model: str, *, version: int | None = None, label: str | None = None,
+                 timeout: float | None = None) -> dict:
+        req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        self._spec(req.model_spec, Target(model, version, label))
+        resp = self._call(self._predict.GetModelMetadata, req, timeout)
+        sdm = get_model_metadata_pb2.SignatureDefMap()
+        resp.metadata["signature_def"].Unpack(sdm)
+        return {"model": resp.model_spec.name, "version": resp.model_spec.version.value,
+                "signature_def": signature_summary(sdm.signature_def)}
+
+    def status(self, model: str, *, version: int | None = None, timeout: float | None = None) -> list[dict]:
+        req = get_model_status_pb2.GetModelStatusRequest()
+        self._spec(req.model_spec, Target(model, version))
+        resp = self._call(self._models.GetModelStatus, req, timeout)
+        return [{"version": s.version, "state": _STATE.get(s.state, str(s.state)),
+                 "error_code": s.status.error_code, "error_message": s.status.error_message}
+                for s in resp.model_version_status]
+
+    def reload_config(self, config: model_server_config_pb2.ModelServerConfig, *, timeout: float | None = None) -> None:
+        req = model_management_pb2.ReloadConfigRequest(config=config)
+        self._call(self._models.HandleReloadConfigRequest, req, timeout)
+
+
+def _cast(arr: np.ndarray, dtype_name: str) -> np.ndarray:
+    from tensorflow.core.framework import types_pb2
+
+    npd = codec.NP_DTYPE.get(types_pb2.DataType.Value(dtype_name))
+    return arr if npd is None or arr.dtype == object else arr.astype(npd)

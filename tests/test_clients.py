@@ -1,0 +1,254 @@
+"""Clients against a live server: symmetric results, one exception type, labels, A/B, big messages, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from clients import GrpcClient, RestClient, ServingClientError, make_input
+from clients.ab import ABRouter, parse_weights
+from clients.rollout import read_config, set_labels, promote
+from export.zoo import CLASSIFY, REGRESS, ZOO
+from tests.conftest import REPO, render_models_config
+from tests.server_util import ServerProcess, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def clients(demo_server):
+    g, r = GrpcClient(demo_server.grpc_target), RestClient(demo_server.rest_url)
+    yield g, r
+    g.close()
+    r.close()
+
+
+def _rows(sample_inputs: np.ndarray) -> list[dict]:
+    import tensorflow as tf
+
+    out = []
+    for blob in sample_inputs:
+        ex = tf.train.Example.FromString(blob)
+        row = {}
+        for k, f in ex.features.feature.items():
+            kind = f.WhichOneof("kind")
+            vals = list(getattr(f, kind).value)
+            row[k] = vals[0]
+        out.append(row)
+    return out
+
+
+def test_every_demo_signature_gives_equal_results_over_both_clients(clients, zoo):
+    g, r = clients
+    _, trained = zoo
+    for name in ZOO:
+        for sig, ep in trained[name].endpoints.items():
+            sample = trained[name].samples[sig]
+            if ep.method_name in (CLASSIFY, REGRESS):
+                rows = _rows(sample["inputs"])
+                verb = "classify" if ep.method_name == CLASSIFY else "regress"
+                a = getattr(g, verb)(name, rows, signature=sig, version=1)
+                b = getattr(r, verb)(name, rows, signature=sig, version=1)
+                if verb == "classify":
+                    assert [[lbl for lbl, _ in row] for row in a] == [[lbl for lbl, _ in row] for row in b]
+                    np.testing.assert_array_equal(np.float32([[s for _, s in row] for row in a]),
+                                                  np.float32([[s for _, s in row] for row in b]))
+                else:
+                    assert a.dtype == b.dtype == np.float32
+                    np.testing.assert_array_equal(a, b)
+                continue
+            for rc in (r, RestClient(r.base_url, row=True)):
+                a = g.predict(name, sample, signature=sig, version=1)
+                b = rc.predict(name, sample, signature=sig, version=1)
+                assert a.keys() == b.keys()
+                for k in a:
+                    assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape
+                    np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_single_array_input_and_output_filter(clients):
+    g, r = clients
+    x = np.ones((2, 10), np.float32)
+    a, b = g.predict("mlp", x), r.predict("mlp", x)
+    np.testing.assert_array_equal(a["y"], b["y"])
+    inputs = {"age": [30.0], "hours_per_week": [40], "education": ["Masters"]}  # plain lists: signature dtypes
+    for c in (g, r):
+        out = c.predict("census", inputs, output_filter=["class_ids"])
+        assert list(out) == ["class_ids"] and out["class_ids"].dtype == np.int64
+
+
+def test_multi_inference_and_context(clients):
+    g, r = clients
+    rows = [{"age": 39.0, "hours_per_week": 40, "education": "HS-grad"}, {"age": 60.0, "hours_per_week": 60,
+                                                                          "education": "Doctorate"}]
+    tasks = [("classify", "classify"), ("regress", "regress")]
+    a, b = g.multi_inference("census", rows, tasks), r.multi_inference("census", rows, tasks)
+    np.testing.assert_array_equal(a[1], b[1])
+    assert [[x[0] for x in row] for row in a[0]] == [["<=50K", ">50K"]] * 2
+    ctx = {"hours_per_week": 40, "education": "HS-grad"}
+    for c in (g, r):
+        v = c.regress("census", [{"age": 39.0}], signature="regress", context=ctx)
+        np.testing.assert_allclose(v, a[1][:1], rtol=1e-6)
+    inp = make_input(rows)
+    np.testing.assert_array_equal(g.regress("census", inp, signature="regress"), a[1])
+
+
+@pytest.mark.parametrize("call,code,http,message", [
+    (lambda c: c.predict("nope", {"x": np.ones((1, 1), np.float32)}), "NOT_FOUND", 404,
+     "Servable not found for request: Latest(nope)"),
+    (lambda c: c.predict("mlp", {"x": np.ones((1, 10), np.float32)}, version=9), "NOT_FOUND", 404,
+     "Servable not found for request: Specific(mlp, 9)"),
+    (lambda c: c.predict("mlp", {"x": np.ones((1, 10), np.float32)}, label="beta"), "INVALID_ARGUMENT", 400,
+     "Unrecognized servable version label: beta"),
+    (lambda c: c.status("nope"), "NOT_FOUND", 404, "Could not find any versions of model nope"),
+    (lambda c: c.metadata("nope"), "NOT_FOUND", 404, "Servable not found for request: Latest(nope)"),
+])
+def test_errors_raise_one_exception_type_with_the_right_code(clients, call, code, http, message):
+    for c in clients:
+        with pytest.raises(ServingClientError) as e:
+            call(c)
+        assert (e.value.code, e.value.http_status, e.value.message) == (code, http, message)
+
+
+def test_status_and_metadata_agree(clients):
+    g, r = clients
+    for name in ZOO:
+        assert g.status(name) == r.status(name)
+        assert g.metadata(name) == r.metadata(name)
+
+
+def test_fifty_megabyte_request_over_grpc(clients):
+    g, _ = clients
+    x = np.random.default_rng(0).random((1_310_720, 10), dtype=np.float32)  # 50 MiB of float32
+    assert x.nbytes >= 50 * 1024 * 1024
+    out = g.predict("mlp", {"x": x}, timeout=120)
+    assert out["y"].shape == (1_310_720, 1)
+
+
+def test_grpc_retries_only_on_unavailable():
+    from tests.server_util import free_port
+
+    c = GrpcClient(f"127.0.0.1:{free_port()}", retries=2, backoff=0.01, timeout=2)
+    with pytest.raises(ServingClientError) as e:
+        c.status("mlp")
+    assert e.value.code == "UNAVAILABLE"
+
+
+def test_ab_router_weights_and_stickiness(clients):
+    g, _ = clients
+    router = ABRouter(parse_weights("stable=90,canary=10"))
+    x = {"x": np.ones((1, 10), np.float32)}
+    seen: dict[str, str] = {}
+    for i in range(2000):
+        key = f"user-{i}"
+        label, _ = router.predict(g, "mlp", x, key)
+        seen[key] = label
+    rep = router.report()
+    assert abs(rep["stable"]["share"] - 0.9) < 0.03 and abs(rep["canary"]["share"] - 0.1) < 0.03
+    assert rep["stable"]["errors"] == rep["canary"]["errors"] == 0
+    assert all(router.label_for(k) == v for k, v in seen.items())  # sticky per key
+    assert len({router.label_for("user-42") for _ in range(50)}) == 1
+
+
+@pytest.fixture
+def rollout_server(zoo, tmp_path):
+    base, _ = zoo
+    models = tmp_path / "models"
+    shutil.copytree(base / "mlp", models / "mlp")
+    cfg = tmp_path / "models.config"
+    cfg.write_text(f'model_config_list {{ config {{ name: "mlp" base_path: "{models}/mlp" model_platform: "tensorflow" '
+                   'model_version_policy { specific { versions: 1 } } } }')
+    srv = ServerProcess([f"--model_config_file={cfg}", "--model_config_file_poll_wait_seconds=1"])
+    srv.config = cfg
+    try:
+        yield srv.wait_ready()
+    finally:
+        srv.stop()
+
+
+def test_label_set_and_promote_switch_traffic_without_failures(rollout_server):
+    srv = rollout_server
+    g = GrpcClient(srv.grpc_target)
+    failures, versions = [], []
+    stop = threading.Event()
+    x = {"x": np.ones((1, 10), np.float32)}
+
+    def traffic():
+        c = GrpcClient(srv.grpc_target)
+        while not stop.is_set():
+            try:
+                c.predict("mlp", x, label="stable")
+                versions.append(c.metadata("mlp", label="stable")["version"])
+            except ServingClientError as e:
+                if "Unrecognized servable version label" not in e.message:  # before the first label exists
+                    failures.append(e)
+
+    set_labels(srv.config, g, "mlp", {"stable": 1})
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        # canary=2 needs version 2 loaded first: the tool adds it to the policy, waits, then labels it
+        new = set_labels(srv.config, g, "mlp", {"canary": 2})
+        assert new == {"stable": 1, "canary": 2}
+        assert list(read_config(srv.config).model_config_list.config[0].model_version_policy.specific.versions) == [1, 2]
+        assert g.metadata("mlp", label="canary")["version"] == 2
+        assert promote(srv.config, g, "mlp", "canary", "stable") == {"stable": 2, "canary": 2}
+        wait_for(lambda: versions and versions[-1] == 2, what="traffic on the promoted version")
+    finally:
+        stop.set()
+        t.join()
+    assert failures == []
+    assert 1 in versions and 2 in versions
+
+
+def _cli(*args, **kw):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "clients", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300, **kw)
+
+
+def test_cli_json_outputs_parse(demo_server):
+    g, r = ["--grpc-target", demo_server.grpc_target], ["--rest", "--rest-url", demo_server.rest_url]
+    for proto in (g, r):
+        out = _cli(*proto, "--json", "predict", "linear", "--input", '{"x": [[1.0], [2.0]]}')
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert np.array(json.loads(out.stdout)["y"]).shape == (2, 1)
+        st = json.loads(_cli(*proto, "--json", "status", "mlp").stdout)
+        assert [s["version"] for s in st] == [2, 1]
+        md = json.loads(_cli(*proto, "--json", "metadata", "census").stdout)
+        assert set(md["signature_def"]) == {"serving_default", "classify", "regress"}
+        cl = json.loads(_cli(*proto, "--json", "classify", "census", "--signature", "classify", "--examples",
+                             '[{"age": 39.0, "hours_per_week": 40, "education": "Bachelors"}]').stdout)
+        assert [c[0] for c in cl[0]] == ["<=50K", ">50K"]
+    err = _cli(*g, "--json", "predict", "nope", "--input", '{"x": [[1.0]]}')
+    assert err.returncode == 1 and json.loads(err.stdout)["code"] == "NOT_FOUND"
+    ab = _cli(*g, "--json", "ab", "--model", "mlp", "--weights", "stable=50,canary=50", "--requests", "200")
+    rep = json.loads(ab.stdout)
+    assert rep["stable"]["count"] + rep["canary"]["count"] == 200 and rep["stable"]["errors"] == 0
+
+
+def test_cli_npy_input_and_human_table(demo_server, tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((3, 10), np.float32))
+    out = _cli("--grpc-target", demo_server.grpc_target, "predict", "mlp", "--npy", str(tmp_path / "x.npy"))
+    assert out.returncode == 0 and "y  float32  shape=[3, 1]" in out.stdout
+    md = _cli("--grpc-target", demo_server.grpc_target, "metadata", "multi")
+    assert "predict_three" in md.stdout and "DT_FLOAT" in md.stdout
+
+
+def test_bench_reports_percentiles_and_json(demo_server, tmp_path):
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    r = subprocess.run([sys.executable, "-m", "clients.bench", "--target", demo_server.grpc_target, "--model", "mlp",
+                        "--concurrency", "2", "--duration", "2", "--json-out", str(out)], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["errors"] == 0 and res["requests"] > 0 and res["p50_ms"] <= res["p99_ms"]
+    assert res["rows_per_s"] == res["rps"]
