@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup export serve test test-unit render-config clean
+.PHONY: help setup export serve stop logs test test-docker test-unit render-config clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,13 +35,48 @@ $(RUN)/models.config: serving/models.config
 
 render-config: $(RUN)/models.config ## render serving/models.config with this checkout's absolute model path
 
-serve: $(STAMP) $(RUN)/models.config ## serve ./models (gRPC :8500, REST :8501) with the embedded server
+SERVER ?= auto
+DETACH ?=
+COMPOSE := docker compose -f docker/docker-compose.yml
+SERVE_FLAGS := --port=$(GRPC_PORT) --rest_api_port=$(REST_PORT) \
+  --model_config_file=$(RUN)/models.config --model_config_file_poll_wait_seconds=5 \
+  --file_system_poll_wait_seconds=1 --allow_version_labels_for_unavailable_models \
+  --monitoring_config_file=serving/monitoring.config --enable_grpc_healthcheck_service
+
+serve: $(STAMP) $(RUN)/models.config ## serve ./models: SERVER=auto|embedded|docker|docker-gpu, DETACH=1 for background
 	@test -n "$$(ls $(MODELS) 2>/dev/null)" || { echo "no models under $(MODELS): run 'make export' first"; exit 1; }
-	@echo "backend: embedded (python -m serving), gRPC localhost:$(GRPC_PORT), REST localhost:$(REST_PORT)"
-	$(PY) -m serving --port=$(GRPC_PORT) --rest_api_port=$(REST_PORT) \
-	  --model_config_file=$(RUN)/models.config --model_config_file_poll_wait_seconds=5 \
-	  --file_system_poll_wait_seconds=1 --allow_version_labels_for_unavailable_models \
-	  --enable_grpc_healthcheck_service
+	@backend="$(SERVER)"; \
+	if [ "$$backend" = auto ]; then \
+	  if docker info >/dev/null 2>&1; then backend=docker; \
+	  else echo "SERVER=auto: no Docker engine reachable (docker info failed), using the embedded server"; backend=embedded; fi; \
+	fi; \
+	case "$$backend" in \
+	  docker|docker-gpu) echo "backend: $$backend (tensorflow/serving image), gRPC localhost:$(GRPC_PORT), REST localhost:$(REST_PORT)"; \
+	    echo docker > $(RUN)/backend; \
+	    if [ "$$backend" = docker ]; then args="up -d tfserving"; else args="--profile gpu up -d tfserving-gpu"; fi; \
+	    MODELS_DIR=$(MODELS) GRPC_PORT=$(GRPC_PORT) REST_PORT=$(REST_PORT) $(COMPOSE) $$args ;; \
+	  embedded) echo "backend: embedded (python -m serving), gRPC localhost:$(GRPC_PORT), REST localhost:$(REST_PORT)"; \
+	    echo embedded > $(RUN)/backend; \
+	    if [ -n "$(DETACH)" ]; then \
+	      nohup $(PY) -m serving $(SERVE_FLAGS) > $(RUN)/serving.log 2>&1 & echo $$! > $(RUN)/serving.pid; \
+	      echo "started in the background (pid $$(cat $(RUN)/serving.pid)); 'make logs' to follow, 'make stop' to stop"; \
+	    else exec $(PY) -m serving $(SERVE_FLAGS); fi ;; \
+	  *) echo "unknown SERVER=$$backend (auto|embedded|docker|docker-gpu)"; exit 2 ;; \
+	esac
+
+stop: ## stop what 'make serve' started (embedded in the background, or the compose services)
+	@if [ -f $(RUN)/serving.pid ]; then kill $$(cat $(RUN)/serving.pid) 2>/dev/null && echo "stopped embedded server"; rm -f $(RUN)/serving.pid; fi
+	@if [ "$$(cat $(RUN)/backend 2>/dev/null)" = docker ]; then $(COMPOSE) --profile gpu down; fi; rm -f $(RUN)/backend
+
+logs: ## follow the server's log
+	@if [ "$$(cat $(RUN)/backend 2>/dev/null)" = docker ]; then $(COMPOSE) logs -f; else tail -f $(RUN)/serving.log; fi
+
+test-docker: $(STAMP) ## run the integration suite against the tensorflow/serving container (needs Docker)
+	rm -rf $(CURDIR)/models-test && $(PY) -c "from tests.conftest import export_zoo; export_zoo('$(CURDIR)/models-test')"
+	MODELS_DIR=$(CURDIR)/models-test GRPC_PORT=18500 REST_PORT=18501 $(COMPOSE) up -d --wait tfserving
+	TFS_GRPC=localhost:18500 TFS_REST=http://localhost:18501 TFS_MODEL_BASE=$(CURDIR)/models-test \
+	  $(PY) -m pytest -q -m integration $(PYTEST_ARGS); rc=$$?; \
+	  MODELS_DIR=$(CURDIR)/models-test $(COMPOSE) down; exit $$rc
 
 test: $(STAMP) ## run the whole test suite (unit + integration against a real server process)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -50,4 +85,4 @@ test-unit: $(STAMP) ## unit tests only
 	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
 
 clean: ## remove generated models, rendered config and caches (keeps .venv)
-	rm -rf $(MODELS) $(RUN) .pytest_cache .hypothesis
+	rm -rf $(MODELS) $(RUN) models-test .pytest_cache .hypothesis

@@ -12,21 +12,34 @@ import pytest  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
-def zoo(tmp_path_factory):
-    """Train every demo model (seed 1) and publish version 1 under a session-wide base path."""
+def export_zoo(base) -> dict:
+    """Train every demo model (seed 1) and publish version 1, plus mlp version 2 (seed 2), unless present.
+
+    Training is seeded, so a second call retrains the same weights to compare against."""
+    from pathlib import Path
+
     from export.publish import publish
     from export.zoo import ZOO
 
-    base = tmp_path_factory.mktemp("zoo")
+    base = Path(base)
     trained = {}
     for name, build in ZOO.items():
         trained[name] = build(1)
-        publish(trained[name], base, version=1)
+        if not (base / name / "1").exists():
+            publish(trained[name], base, version=1)
     # mlp gets a second version with other weights, so labels (stable=1, canary=2) point at different models
     trained["mlp@2"] = ZOO["mlp"](2)
-    publish(trained["mlp@2"], base, version=2)
-    return base, trained
+    if not (base / "mlp" / "2").exists():
+        publish(trained["mlp@2"], base, version=2)
+    return trained
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory):
+    """The exported demo zoo: (base path, trained models). TFS_MODEL_BASE points at the directory a
+    container serves (`make test-docker`)."""
+    base = Path(os.environ["TFS_MODEL_BASE"]) if os.environ.get("TFS_MODEL_BASE") else tmp_path_factory.mktemp("zoo")
+    return base, export_zoo(base)
 
 
 def render_models_config(base) -> str:

@@ -1,0 +1,178 @@
+"""What must match between the tensorflow/serving container path and the embedded server, checked here
+without a Docker engine: compose/Kubernetes/Dockerfile flags parse with the embedded server's flag parser,
+mounts agree with models.config, config files parse, and the GPU variant differs only where it must."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from serving import config as cfgmod
+from serving.flags import parse_flags
+from tests.conftest import REPO
+from tests.server_util import free_port, wait_for
+
+DOCKER = REPO / "docker"
+# what the image's entrypoint always passes before the user's arguments (tools/docker/Dockerfile)
+IMAGE_ENTRYPOINT_FLAGS = ["--port=8500", "--rest_api_port=8501", "--model_name=model",
+                          "--model_base_path=/models/model"]
+
+
+def compose() -> dict:
+    return yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
+
+
+def _k8s(name: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((DOCKER / "k8s" / name).read_text()) if d]
+
+
+def _check_flags(args: list[str]) -> dict:
+    opts = parse_flags(IMAGE_ENTRYPOINT_FLAGS + args)
+    assert opts.unknown == (), f"flags the server does not know: {opts.unknown}"
+    for a in args:  # every flag is in --name=value form, so TF's parser applies it (not silently dropped)
+        assert re.fullmatch(r"--[a-z_]+=.+", a), a
+    return opts.values
+
+
+def _dockerfile_args(name: str) -> list[str]:
+    text = (DOCKER / name).read_text().replace("\\\n", " ")
+    out = []
+    for kw in ("ENTRYPOINT", "CMD"):
+        m = re.search(rf"^{kw} (\[.*?\])", text, re.M)
+        if m:
+            out += [a for a in json.loads(m.group(1)) if a.startswith("--")]
+    return out
+
+
+def test_compose_flags_are_accepted_by_the_embedded_server_with_the_same_meaning():
+    svc = compose()["services"]["tfserving"]
+    values = _check_flags(svc["command"])
+    assert values["model_config_file"] == "/config/models.config"
+    assert values["enable_batching"] is True and values["batching_parameters_file"] == "/config/batching.config"
+    assert values["monitoring_config_file"] == "/config/monitoring.config"
+    assert values["file_system_poll_wait_seconds"] == 1 and values["model_config_file_poll_wait_seconds"] == 5
+    assert values["allow_version_labels_for_unavailable_models"] is True
+
+
+def test_mounts_agree_with_models_config_and_every_file_flag():
+    svc = compose()["services"]["tfserving"]
+    mounts = {}
+    for v in svc["volumes"]:
+        src, dst = (v.rsplit(":", 2) if v.endswith((":ro", ":rw")) else v.rsplit(":", 1))[:2]
+        mounts[dst] = src
+    assert mounts["/models"] == "${MODELS_DIR:-../models}"
+    cfg = cfgmod.parse_text_file(REPO / "serving" / "models.config", cfgmod.ModelServerConfig)
+    for m in cfg.model_config_list.config:
+        assert m.base_path == f"/models/{m.name}"  # i.e. ./models/<name>, where `make export` writes
+    values = parse_flags(svc["command"]).values
+    for flag in ("model_config_file", "batching_parameters_file", "monitoring_config_file"):
+        src = mounts[values[flag]]
+        assert (DOCKER / src).resolve().is_file(), f"{flag} mounts {src}, which does not exist"
+    assert (DOCKER / "../models").resolve() == REPO / "models"  # where `make export` publishes
+
+
+def test_config_files_parse_with_the_protobuf_classes():
+    cfgmod.validate(cfgmod.parse_text_file(REPO / "serving" / "models.config", cfgmod.ModelServerConfig), None)
+    bp = cfgmod.parse_text_file(REPO / "serving" / "batching.config", cfgmod.BatchingParameters)
+    assert bp.max_batch_size.value > 0
+    mon = cfgmod.parse_text_file(REPO / "serving" / "monitoring.config", cfgmod.MonitoringConfig)
+    assert cfgmod.prometheus_path(mon) == "/monitoring/prometheus/metrics"
+
+
+def test_gpu_variant_differs_only_in_image_and_device_reservation():
+    services = compose()["services"]
+    cpu, gpu = copy.deepcopy(services["tfserving"]), copy.deepcopy(services["tfserving-gpu"])
+    assert cpu["image"] == "tensorflow/serving:2.21.0" and gpu["image"] == cpu["image"] + "-gpu"
+    devices = gpu.pop("deploy")["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert gpu.pop("profiles") == ["gpu"]
+    gpu.pop("image"), cpu.pop("image")
+    assert gpu == cpu
+
+
+def test_image_tag_matches_the_tensorflow_that_exports():
+    import tensorflow as tf
+
+    tag = compose()["services"]["tfserving"]["image"].split(":")[1]
+    assert tuple(map(int, tf.__version__.split(".")[:2])) <= tuple(map(int, tag.split(".")[:2]))
+    assert f"ARG TFS_TAG={tag}" in (DOCKER / "Dockerfile").read_text()
+
+
+def test_dockerfile_flags_parse():
+    assert _check_flags(_dockerfile_args("Dockerfile"))["model_config_file"] == "/config/models.config"
+    embedded = _dockerfile_args("Dockerfile.embedded")
+    values = _check_flags(embedded)
+    assert values["port"] == 8500 and values["rest_api_port"] == 8501
+    assert "COPY serving/" in (DOCKER / "Dockerfile.embedded").read_text()
+
+
+def test_kubernetes_manifests():
+    (dep,) = _k8s("base/deployment.yaml")
+    (svc,) = _k8s("base/service.yaml")
+    (hpa,) = _k8s("base/hpa.yaml")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    values = _check_flags(c["args"])
+    assert values["model_config_file"].startswith("/config/")
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert mounts["/models"] == "models" and mounts["/config"] == "config"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"grpc": 8500, "http": 8501}
+    assert c["readinessProbe"]["httpGet"]["port"] in ports and c["livenessProbe"]["tcpSocket"]["port"] in ports
+    model = c["readinessProbe"]["httpGet"]["path"].rsplit("/", 1)[1]
+    names = {m.name for m in cfgmod.parse_text_file(REPO / "serving" / "models.config",
+                                                    cfgmod.ModelServerConfig).model_config_list.config}
+    assert model in names
+    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 10 and "preStop" in c["lifecycle"]
+    assert {p["port"] for p in svc["spec"]["ports"]} == {8500, 8501}
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
+    (kust,) = _k8s("base/kustomization.yaml")
+    for entry in kust["configMapGenerator"][0]["files"]:
+        key, path = entry.split("=")
+        assert (DOCKER / "k8s" / "base" / path).resolve().is_file(), path
+        assert values[{"models.config": "model_config_file", "batching.config": "batching_parameters_file",
+                       "monitoring.config": "monitoring_config_file"}[key]] == f"/config/{key}"
+    (gpu,) = _k8s("overlays/gpu/kustomization.yaml")
+    assert gpu["images"] == [{"name": "tensorflow/serving", "newTag": "2.21.0-gpu"}]
+    assert "nvidia.com~1gpu" in gpu["patches"][0]["patch"]
+
+
+@pytest.mark.integration
+def test_make_serve_auto_falls_back_to_embedded_without_docker(zoo, tmp_path):
+    if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+        pytest.skip("a Docker engine is available here")
+    base, _ = zoo
+    run_dir = tmp_path / "run"
+    grpc_port, rest_port = free_port(), free_port()
+    args = [f"MODELS={base}", f"RUN={run_dir}", f"GRPC_PORT={grpc_port}", f"REST_PORT={rest_port}"]
+    r = subprocess.run(["make", "serve", "SERVER=auto", "DETACH=1", *args], cwd=REPO, capture_output=True,
+                       text=True, timeout=600)
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "no Docker engine reachable" in r.stdout and "using the embedded server" in r.stdout
+        assert f"backend: embedded (python -m serving), gRPC localhost:{grpc_port}" in r.stdout
+        import requests
+
+        def ready():
+            try:
+                return requests.get(f"http://127.0.0.1:{rest_port}/readyz", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(ready, timeout=180, what="make serve to be ready")
+        assert requests.post(f"http://127.0.0.1:{rest_port}/v1/models/linear:predict",
+                             data=b'{"instances": [[1.0]]}').status_code == 200
+    finally:
+        stop = subprocess.run(["make", "stop", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert "stopped embedded server" in stop.stdout
+    time.sleep(1)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{rest_port}/readyz", timeout=2)
