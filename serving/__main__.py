@@ -49,12 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("serving").info("signal %d: draining in-flight requests and shutting down", signum)
         import threading
 
-        threading.Thread(target=server.stop, name="shutdown").start()
+        threading.Thread(target=server.stop, args=(float(opts.shutdown_grace_period_seconds),),
+                         name="shutdown").start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server.wait()
-    server.stop()  # idempotent second call waits for the first to finish its work
+    server.stopped.wait()
+    logging.getLogger("serving").info("shut down cleanly")
     return 0
 
 

@@ -85,18 +85,29 @@ def dtype_of(arr: np.ndarray) -> int:
 
 def _shape(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
     dims = tuple(d.size for d in proto.tensor_shape.dim)
+    if len(dims) > 64:
+        raise InvalidArgumentError(f"tensor rank {len(dims)} exceeds the 64 dimensions supported here")
     if any(d < 0 for d in dims):
         raise InvalidArgumentError(f"negative dimension in tensor shape {list(dims)}")
     return dims
 
 
+MAX_TENSOR_BYTES = 2**31 - 1  # a tensor larger than the largest message gRPC accepts cannot be meant
+
+
 def to_numpy(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """Decode a TensorProto. Raises InvalidArgumentError on anything TF's FromProto would reject."""
+    """Decode a TensorProto. Raises InvalidArgumentError on anything TF's FromProto would reject, and on a
+    shape whose size would exceed MAX_TENSOR_BYTES (a few bytes of proto must not allocate gigabytes)."""
     dtype = proto.dtype
     if dtype not in NP_DTYPE:
         raise InvalidArgumentError(f"unsupported tensor dtype {dtype_name(dtype)}")
     shape = _shape(proto)
     n = math.prod(shape)
+    itemsize = 8 if dtype == DT.DT_STRING else NP_DTYPE[dtype].itemsize
+    bound = itemsize * math.prod(max(d, 1) for d in shape)  # numpy refuses such shapes even when empty
+    if bound > MAX_TENSOR_BYTES:
+        raise InvalidArgumentError(f"tensor shape {list(shape)} of {dtype_name(dtype)} needs {bound} bytes, "
+                                   f"more than the {MAX_TENSOR_BYTES} a request can carry")
     if dtype == DT.DT_STRING:
         vals = proto.string_val
         arr = np.empty(n, dtype=object)

@@ -95,6 +95,13 @@ FLAGS: tuple[Flag, ...] = (
     Flag("enable_grpc_healthcheck_service", "bool", False, "Enable the standard gRPC healthcheck service."),
     Flag("enable_serialization_as_tensor_content", "bool", False,
          "Enable serialization of predict response as tensor content."),
+    # Extensions of the embedded server (not tensorflow_model_server flags): overload and size protection.
+    Flag("max_inflight_requests", "int32", 256, "[embedded server] Requests processed at once per transport; "
+         "beyond it gRPC answers RESOURCE_EXHAUSTED and REST 503 at once instead of queueing. 0 = unbounded."),
+    Flag("rest_api_max_request_bytes", "int64", 512 * 1024 * 1024, "[embedded server] Largest REST request "
+         "body; larger ones are answered 429 RESOURCE_EXHAUSTED without being read. 0 = unbounded."),
+    Flag("shutdown_grace_period_seconds", "int32", 20, "[embedded server] How long SIGTERM waits for in-flight "
+         "requests to finish before exiting."),
 )
 
 _BY_NAME = {f.name: f for f in FLAGS}

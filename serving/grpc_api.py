@@ -95,6 +95,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 inputs[alias] = codec.to_numpy(proto)
             except ServingError as e:
                 raise InvalidArgumentError(f"tensor parsing error: {alias} ({e.message})") from e
+            except (ValueError, MemoryError) as e:  # whatever numpy refuses is the request's fault
+                raise InvalidArgumentError(f"tensor parsing error: {alias} ({e})") from e
         pred = self.core.predict(spec, inputs, list(request.output_filter))
         resp = predict_pb2.PredictResponse()
         for alias, arr in pred.outputs.items():
@@ -164,13 +166,17 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def build_server(core: Core, registry: ModelRegistry, *, max_workers: int, tensor_content: bool,
-                 health_servicer=None, extra_options: list[tuple[str, object]] = ()) -> grpc.Server:
+                 health_servicer=None, extra_options: list[tuple[str, object]] = (),
+                 max_inflight: int = 0) -> grpc.Server:
+    """Beyond `max_inflight` concurrent RPCs grpcio answers RESOURCE_EXHAUSTED at once (no unbounded queue)."""
     from concurrent import futures
 
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE),
-               ("grpc.so_reuseport", 0), *extra_options]
+    # --grpc_channel_arguments override the defaults (grpc core would keep the first duplicate)
+    options = list({**{"grpc.max_receive_message_length": MAX_MESSAGE, "grpc.max_send_message_length": MAX_MESSAGE,
+                       "grpc.so_reuseport": 0}, **dict(extra_options)}.items())
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-                         options=options, maximum_concurrent_rpcs=None)
+                         options=options,
+                         maximum_concurrent_rpcs=max_inflight or None)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(core, tensor_content=tensor_content), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core, registry), server)

@@ -538,10 +538,16 @@ def _scalar(v: Any, dtype: int) -> Any:
     raise UnimplementedError(f"Conversion of JSON Value: {debug_string(v)} to type: {dtype_name(dtype)}")
 
 
+MAX_RANK = 63  # numpy arrays have at most 64 dimensions, and row format adds the batch dimension
+
+
 def _dense_shape(v: Any) -> tuple[int, ...]:
     shape = []
     while isinstance(v, list):
         shape.append(len(v))
+        if len(shape) > MAX_RANK:
+            raise InvalidArgumentError(f"JSON value nests lists deeper than the {MAX_RANK} dimensions a tensor "
+                                       "can have here")
         if not v:
             break
         v = v[0]

@@ -1,15 +1,17 @@
 """The set of served models: applies a ModelServerConfig (startup and every reload), owns the version
 labels, and polls the filesystem. Mirrors `ServerCore::ReloadConfig` (`model_servers/server_core.cc`).
 
-Deliberate differences from TF Serving, where its behaviour hurts users: a model whose base path is
-missing or empty does not block start-up or a reload forever (it is logged and loads when a version
-appears), a missing base path does not stop polling of the other models, and a rejected config is not
-stored.
+Deliberate differences from TF Serving, where its behaviour hurts users: a config naming a model whose
+base path does not exist is rejected with TF Serving's "Could not find base path" error instead of
+blocking start-up or the reload forever; a model whose base path exists but holds no version yet does not
+block either (it loads when a version appears, and readiness stays false until then); a base path that
+disappears later only stops polling of its own model; a rejected config is not stored.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Callable
 
@@ -97,9 +99,13 @@ class ModelRegistry:
                 if self.config is None:
                     self.config = cfg
                 return
-            labels = self._compute_labels(cfg)
             wanted = {m.name: m for m in cfg.model_config_list.config}
             added = [m for name, m in wanted.items() if name not in self._models]
+            for m in added:  # TF Serving would block forever on these (issues #1519/#1565); refuse instead
+                if "://" not in m.base_path and not os.path.isdir(m.base_path):
+                    raise InvalidArgumentError(f"Could not find base path {m.base_path} for servable {m.name} with "
+                                               f"error NOT_FOUND: {m.base_path} not found")
+            labels = self._compute_labels(cfg)
             removed = [name for name in self._models if name not in wanted]
             for m in added:
                 self._models[m.name] = ModelVersions(m.name, self._loader, self._load_policy, self._on_event)

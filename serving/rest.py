@@ -25,7 +25,8 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from serving import json_codec, metrics
 from serving.config import prometheus_path
 from serving.core import Spec
-from serving.errors import (DeadlineExceededError, InternalError, InvalidArgumentError, ServingError)
+from serving.errors import (DeadlineExceededError, InternalError, InvalidArgumentError, ResourceExhaustedError,
+                            ServingError, UnavailableError)
 
 log = logging.getLogger("serving.rest")
 
@@ -181,6 +182,9 @@ class RestApp:
         self.timeout = opts.rest_api_timeout_in_ms / 1000 if opts.rest_api_timeout_in_ms > 0 else None
         self.cors = opts.rest_api_enable_cors_support
         self.metrics_path = prometheus_path(monitoring) if monitoring is not None else None
+        self.max_inflight = max(0, opts.max_inflight_requests)
+        self.max_body = max(0, opts.rest_api_max_request_bytes)
+        self.inflight = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -190,13 +194,23 @@ class RestApp:
         path = raw.decode("latin-1")
         if scope.get("query_string"):
             path += "?" + scope["query_string"].decode("latin-1")
-        body = b""
-        more = True
+        headers = dict(scope.get("headers") or [])
+        too_big = self._too_big(headers.get(b"content-length"))
+        if too_big is not None:
+            await self._send(send, too_big.http_status, json_codec.error_json(too_big.message))
+            return
+        chunks, size, more = [], 0, True
         while more:
             msg = await receive()
-            body += msg.get("body", b"")
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if self.max_body and size > self.max_body:
+                err = self._too_big(str(size).encode())
+                await self._send(send, err.http_status, json_codec.error_json(err.message))
+                return
+            chunks.append(chunk)
             more = msg.get("more_body", False)
-        headers = dict(scope.get("headers") or [])
+        body = b"".join(chunks)
         if b"gzip" in headers.get(b"content-encoding", b""):
             try:
                 body = gzip.decompress(body)
@@ -222,6 +236,29 @@ class RestApp:
             origin = headers.get(b"origin", b"").decode("latin-1")
             await self._send(send, 200 if _ORIGIN_RE.fullmatch(origin) else 400, b"", ctype=None)
             return
+        if self.max_inflight and self.inflight >= self.max_inflight:
+            err = UnavailableError(f"Server is overloaded: {self.inflight} REST requests in flight "
+                                   f"(--max_inflight_requests={self.max_inflight}); retry later")
+            metrics.request("", "", "REST", err.code.name, None)
+            await self._send(send, err.http_status, json_codec.error_json(err.message))
+            return
+        self.inflight += 1
+        try:
+            await self._process(send, method, path, body)
+        finally:
+            self.inflight -= 1
+
+    def _too_big(self, length: bytes | None) -> ResourceExhaustedError | None:
+        try:
+            n = int(length) if length else 0
+        except ValueError:
+            return None
+        if self.max_body and n > self.max_body:
+            return ResourceExhaustedError(f"Request body of {n} bytes exceeds the limit of {self.max_body} bytes "
+                                          "(--rest_api_max_request_bytes)")
+        return None
+
+    async def _process(self, send, method: str, path: str, body: bytes) -> None:
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(self.pool, self.handler.process, method, path, body)
@@ -265,7 +302,8 @@ def start_rest(server, monitoring=None) -> None:
     app = RestApp(server, monitoring)
     config = uvicorn.Config(app, host="0.0.0.0", port=opts.rest_api_port, loop="uvloop", http="httptools",
                             lifespan="off", log_level="warning", access_log=False, server_header=False,
-                            date_header=False, timeout_keep_alive=30)
+                            date_header=False, timeout_keep_alive=30,
+                            timeout_graceful_shutdown=max(1, opts.shutdown_grace_period_seconds))
     userver = uvicorn.Server(config)
     t = threading.Thread(target=userver.run, name="rest", daemon=True)
     t.start()

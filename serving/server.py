@@ -32,6 +32,7 @@ class Server:
     health: object = None
     stoppers: list = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
+    stopped: threading.Event = field(default_factory=threading.Event)
 
     def update_health(self) -> None:
         if self.health is None:
@@ -45,14 +46,21 @@ class Server:
             self.health.set(svc, status)
 
     def stop(self, grace: float = 20.0) -> None:
-        """Stop accepting, let in-flight requests finish (up to `grace` s), then unload everything."""
+        """Readiness goes false first; then both transports stop accepting and let in-flight requests
+        finish (up to `grace` s, in parallel); then every version unloads."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self.update_health()
-        for stopper in self.stoppers:
-            stopper(grace)
+        waits = [threading.Thread(target=s, args=(grace,)) for s in self.stoppers]
         if self.grpc_server is not None:
-            self.grpc_server.stop(grace).wait(grace)
+            waits.append(threading.Thread(target=lambda: self.grpc_server.stop(grace).wait(grace + 1)))
+        for t in waits:
+            t.start()
+        for t in waits:
+            t.join(grace + 5)
         self.registry.stop(grace)
+        self.stopped.set()
 
     def wait(self) -> None:
         self._stop.wait()
@@ -192,7 +200,8 @@ def _start_grpc(server: Server) -> None:
     gs = build_server(server.core, server.registry, max_workers=max(1, opts.grpc_max_threads),
                       tensor_content=opts.enable_serialization_as_tensor_content,
                       health_servicer=server.health,
-                      extra_options=parse_channel_arguments(opts.grpc_channel_arguments))
+                      extra_options=parse_channel_arguments(opts.grpc_channel_arguments),
+                      max_inflight=max(0, opts.max_inflight_requests))
     if opts.port:
         server.grpc_port = gs.add_insecure_port(f"0.0.0.0:{opts.port}")
         if not server.grpc_port:
