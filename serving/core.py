@@ -106,7 +106,10 @@ class Core:
         self._check_inputs(sig, feeds)
         outputs = self._check_output_filter(sig, output_filter)
         t0 = time.perf_counter()
-        result = servable.run_signature(sig, dict(feeds), outputs)
+        if servable.batcher is not None:
+            result = servable.batcher.run(servable, sig, dict(feeds), outputs)
+        else:
+            result = servable.run_signature(sig, dict(feeds), outputs)
         metrics.runtime_latency(spec.name, api, time.perf_counter() - t0)
         return Prediction(spec.name, version, spec.signature, result)
 

@@ -32,6 +32,31 @@ VERSION_STATE = Gauge(":tensorflow_serving_bundle:model_version_state",
                       ["model_name", "version"], registry=REGISTRY)
 
 
+_BATCH_BUCKETS = tuple(2**i for i in range(0, 13))
+BATCH_QUEUING = Histogram(":tensorflow:serving:batching_session:queuing_latency",
+                          "Time a request waits in the batch queue, in microseconds.", ["thread_pool_name"],
+                          buckets=_LATENCY_BUCKETS_US, registry=REGISTRY)
+BATCH_INPUT_SIZE = Histogram(":tensorflow:serving:batching_session:input_batch_size",
+                             "Rows of real requests in each batch.", buckets=_BATCH_BUCKETS, registry=REGISTRY)
+BATCH_PROCESSED_SIZE = Histogram(":tensorflow:serving:batching_session:processed_batch_size",
+                                 "Rows of each batch run, padding included.", buckets=_BATCH_BUCKETS,
+                                 registry=REGISTRY)
+BATCH_PADDING = Histogram(":tensorflow:serving:batching_session:padding_size", "Padding rows per batch.",
+                          ["execution_batch_size"], buckets=_BATCH_BUCKETS, registry=REGISTRY)
+BATCH_RUNS = Counter(":tensorflow:serving:batching_session:wrapped_run_count", "Batched runs.", registry=REGISTRY)
+
+
+def batch_queuing(pool: str, seconds: float) -> None:
+    BATCH_QUEUING.labels(pool).observe(seconds * 1e6)
+
+
+def batch_sizes(rows: int, padded: int) -> None:
+    BATCH_INPUT_SIZE.observe(rows)
+    BATCH_PROCESSED_SIZE.observe(padded)
+    BATCH_PADDING.labels(str(padded)).observe(padded - rows)
+    BATCH_RUNS.inc()
+
+
 def request(model: str, api: str, entrypoint: str, code_name: str, seconds: float | None) -> None:
     REQUEST_COUNT.labels(model, code_name).inc()
     if seconds is not None and code_name == "OK":

@@ -81,8 +81,12 @@ class SavedModelServable:
             k: Signature(k, sd) for k, sd in self.meta_graph.signature_def.items()}
         self._callables: dict[tuple, object] = {}
         self._lock = threading.Lock()
+        self.batcher = None  # a BatchScheduler when --enable_batching applies to this version
+        self.own_batcher = False
 
     def close(self) -> None:
+        if self.batcher is not None and self.own_batcher:
+            self.batcher.stop()
         self._callables.clear()
         self.session.close()
 
@@ -110,9 +114,9 @@ class SavedModelServable:
         return [r if isinstance(r, np.ndarray) else np.asarray(r, dtype=object if isinstance(r, bytes) else None)
                 for r in out]
 
-    def run_signature(self, sig: Signature, inputs: dict[str, np.ndarray],
-                      outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        """Run a signature on aliased inputs (already validated by the caller) for the given output aliases."""
+    def check_dtypes(self, sig: Signature, inputs: dict[str, np.ndarray]) -> list[str]:
+        """TF's feed type check with its message; string inputs become object arrays (in place).
+        Returns the aliases in feed order."""
         order = [a for a in sig.input_order if a in inputs]
         for i, alias in enumerate(order):
             want = sig.inputs[alias].dtype
@@ -123,6 +127,12 @@ class SavedModelServable:
                                            f"{dtype_name(dtype_of(arr))} is provided")
             if want == DT_STRING and arr.dtype != object:
                 inputs[alias] = arr.astype(object)
+        return order
+
+    def run_signature(self, sig: Signature, inputs: dict[str, np.ndarray],
+                      outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """Run a signature on aliased inputs (already validated by the caller) for the given output aliases."""
+        order = self.check_dtypes(sig, inputs)
         feeds = {sig.inputs[a].name: inputs[a] for a in order}
         fetch_names = [sig.outputs[a].name for a in outputs]
         results = self.run(feeds, fetch_names)

@@ -5,6 +5,7 @@ requests before unloading."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -126,11 +127,16 @@ def build_and_start(opts: ServerOptions) -> Server:
     if opts.batching_parameters_file and not opts.enable_batching:
         raise InvalidArgumentError("server_options.batching_parameters_file is set without setting "
                                    "server_options.enable_batching to true.")
-    if opts.batching_parameters_file:
-        parse_text_file(opts.batching_parameters_file, BatchingParameters)
+    batcher, batch_defaults = None, None
     if opts.enable_batching:
-        log.warning("--enable_batching: server-side batching is not implemented yet in the embedded server; "
-                    "requests run unbatched")
+        from serving.batching import BatchOptions, BatchScheduler
+
+        proto = parse_text_file(opts.batching_parameters_file, BatchingParameters) \
+            if opts.batching_parameters_file else BatchingParameters()
+        batch_defaults = BatchOptions.from_proto(proto, default_threads=os.cpu_count() or 1)
+        if not opts.enable_per_model_batching_parameters:
+            batcher = BatchScheduler(batch_defaults)
+            log.info("batching on: %s", batch_defaults)
     sess_cfg = session_config(opts)
     monitoring = parse_text_file(opts.monitoring_config_file, MonitoringConfig) \
         if opts.monitoring_config_file and opts.rest_api_port else None
@@ -146,6 +152,11 @@ def build_and_start(opts: ServerOptions) -> Server:
             metrics.load(path, False, time.monotonic() - t0)
             raise
         metrics.load(path, True, time.monotonic() - t0)
+        try:
+            _attach_batcher(servable, path)
+        except ServingError:
+            servable.close()
+            raise
         if opts.enable_model_warmup:
             from serving.warmup import run_warmup
 
@@ -158,6 +169,20 @@ def build_and_start(opts: ServerOptions) -> Server:
             if n:
                 log.info("model %s version %d: replayed %d warmup record(s)", model, version, n)
         return servable
+
+    def _attach_batcher(servable: SavedModelServable, path: str) -> None:
+        """Global scheduler, or with --enable_per_model_batching_parameters the version's own
+        batching_params.pbtxt (no file: the version is not batched), like TF Serving."""
+        if batcher is not None:
+            servable.batcher = batcher
+        elif batch_defaults is not None:
+            per_model = os.path.join(path, "batching_params.pbtxt")
+            if os.path.exists(per_model):
+                from serving.batching import BatchOptions, BatchScheduler
+
+                p = parse_text_file(per_model, BatchingParameters)
+                servable.batcher = BatchScheduler(BatchOptions.from_proto(p, batch_defaults.num_batch_threads))
+                servable.own_batcher = True
 
     def on_event(model: str, rec: VersionRecord) -> None:
         metrics.version_state(model, rec.version, int(rec.state))

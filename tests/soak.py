@@ -122,7 +122,7 @@ def main() -> int:
                 r = s.post(srv.rest_url + "/v1/models/mlp:predict", data=body, timeout=30)
                 with lock:
                     stats["hostile"] += 1
-                    stats["hostile_unexpected"] += int(not 400 <= r.status_code < 500)
+                    stats["hostile_unexpected"] += int(r.status_code >= 500)  # a 5xx, never a 4xx or a lucky 200
             req = predict_pb2.PredictRequest()
             req.model_spec.name = "mlp"
             bad = req.inputs["x"]
