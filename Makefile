@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup export serve stop logs test test-docker test-unit soak render-config clean
+.PHONY: help setup export serve stop logs test test-docker test-unit soak bench render-config clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ test: $(STAMP) ## run the whole test suite (unit + integration against a real se
 
 test-unit: $(STAMP) ## unit tests only
 	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
+
+bench: $(STAMP) ## benchmark the embedded server vs the in-process floor and hand-written peers (results/)
+	$(PY) benchmarks/run.py --duration $(or $(BENCH_SECONDS),3)
 
 soak: $(STAMP) ## 50 version swaps under load with hostile input (bounded, < 10 minutes)
 	$(PY) tests/soak.py

@@ -55,17 +55,65 @@ def _make_inputs(spec: dict, batch: int, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _client(protocol: str, target: str):
-    from clients import GrpcClient, RestClient
+def parse_input_spec(spec: str) -> dict:
+    """"x:DT_FLOAT:-1,10;age:DT_FLOAT:-1" → metadata-like input spec (for servers without metadata)."""
+    out = {}
+    for part in filter(None, spec.split(";")):
+        name, dtype, dims = part.split(":")
+        out[name] = {"dtype": dtype, "shape": [int(d) for d in dims.split(",")] if dims else []}
+    return out
 
-    return GrpcClient(target, retries=0) if protocol == "grpc" else RestClient(target, pool_size=64)
+
+def _sender(protocol: str, target: str, model: str, signature: str, label: str | None, inputs: dict):
+    """A callable sending one prebuilt request: the generator measures the server, not request building."""
+    if protocol == "grpc":
+        import grpc
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+        from serving import codec
+
+        channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", -1),
+                                                         ("grpc.max_receive_message_length", -1)])
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name = model
+        req.model_spec.signature_name = signature
+        if label:
+            req.model_spec.version_label = label
+        for k, v in inputs.items():
+            req.inputs[k].CopyFrom(codec.from_numpy(v, as_content=v.dtype != object))
+        return lambda: stub.Predict(req, timeout=60)
+    import orjson
+    import requests
+
+    session = requests.Session()
+    url = f"{target}/v1/models/{model}" + (f"/labels/{label}" if label else "") + ":predict"
+    n = len(next(iter(inputs.values())))
+    rows = [{k: (v[i].tolist() if v.dtype != object else v[i].item().decode()) for k, v in inputs.items()}
+            for i in range(n)]
+    if len(inputs) == 1:
+        rows = [next(iter(r.values())) for r in rows]
+    body = orjson.dumps({"signature_name": signature, "instances": rows} if signature else {"instances": rows})
+
+    def send():
+        r = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=60)
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
+        orjson.loads(r.content)
+
+    return send
 
 
-def _worker(protocol, target, model, signature, label, batch, threads, barrier, start_at, duration, queue, seed):
-    client = _client(protocol, target)
-    spec = client.metadata(model, label=label)["signature_def"][signature or "serving_default"]["inputs"]
-    inputs = _make_inputs(spec, batch, seed)
-    client.predict(model, inputs, signature=signature, label=label)  # connect + warm before the clock
+def _worker(protocol, target, model, signature, label, batch, threads, barrier, start_at, duration, queue, seed,
+            input_spec):
+    if input_spec is None:
+        from clients import GrpcClient, RestClient
+
+        c = GrpcClient(target) if protocol == "grpc" else RestClient(target)
+        input_spec = c.metadata(model, label=label)["signature_def"][signature or "serving_default"]["inputs"]
+    inputs = _make_inputs(input_spec, batch, seed)
+    send = _sender(protocol, target, model, signature, label, inputs)
+    send()  # connect + warm before the clock
     results: list = []
     lock = threading.Lock()
     barrier.wait()
@@ -81,7 +129,7 @@ def _worker(protocol, target, model, signature, label, batch, threads, barrier, 
             if t0 >= deadline:
                 break
             try:
-                client.predict(model, inputs, signature=signature, label=label)
+                send()
                 lat.append(time.perf_counter() - t0)
             except Exception as e:  # noqa: BLE001 - counted, not fatal
                 errors += 1
@@ -99,7 +147,8 @@ def _worker(protocol, target, model, signature, label, batch, threads, barrier, 
 
 
 def run(protocol: str, target: str, model: str, *, signature: str = "", label: str | None = None, batch: int = 1,
-        concurrency: int = 1, duration: float = 10.0, processes: int | None = None, seed: int = 0) -> BenchResult:
+        concurrency: int = 1, duration: float = 10.0, processes: int | None = None, seed: int = 0,
+        input_spec: dict | None = None) -> BenchResult:
     ctx = mp.get_context("spawn")
     procs = max(1, min(processes or concurrency, concurrency, os.cpu_count() or 1))
     per = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
@@ -107,7 +156,7 @@ def run(protocol: str, target: str, model: str, *, signature: str = "", label: s
     start_at = ctx.Value("d", 0.0)
     queue = ctx.Queue()
     ps = [ctx.Process(target=_worker, args=(protocol, target, model, signature, label, batch, n, barrier, start_at,
-                                            duration, queue, seed + i), daemon=True)
+                                            duration, queue, seed + i, input_spec), daemon=True)
           for i, n in enumerate(per)]
     for p in ps:
         p.start()
@@ -136,11 +185,13 @@ def main(argv=None) -> int:
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--duration", type=float, default=10.0, help="seconds (bounded to 600)")
     p.add_argument("--processes", type=int)
+    p.add_argument("--input", help='input spec for servers without metadata, e.g. "x:DT_FLOAT:-1,10"')
     p.add_argument("--json-out", help="write the result as JSON to this file")
     args = p.parse_args(argv)
     target = args.target or ("localhost:8500" if args.protocol == "grpc" else "http://localhost:8501")
     res = run(args.protocol, target, args.model, signature=args.signature, label=args.label, batch=args.batch,
-              concurrency=args.concurrency, duration=min(args.duration, 600.0), processes=args.processes)
+              concurrency=args.concurrency, duration=min(args.duration, 600.0), processes=args.processes,
+              input_spec=parse_input_spec(args.input) if args.input else None)
     print(f"{res.protocol} {res.model}/{res.signature} batch={res.batch} concurrency={res.concurrency}: "
           f"{res.requests} requests in {res.duration_s:.0f}s, {res.rps} req/s, {res.rows_per_s} rows/s, "
           f"p50={res.p50_ms}ms p90={res.p90_ms}ms p99={res.p99_ms}ms, errors={res.errors}"

@@ -744,12 +744,36 @@ def _columnar(val: Any, inputs: dict[str, int], allow_fast: bool) -> dict[str, n
 
 # ================================================================================================ tensors → response
 
+def _float_tokens(arr: np.ndarray) -> list[str]:
+    """`format_decimal` for a whole float32/float64 array at once (numpy's C formatting loop)."""
+    flat = arr.ravel()
+    vals = flat.astype(np.float64)
+    out = np.char.mod("%g", vals)
+    finite = np.isfinite(vals)
+    back = out.astype(np.float64)
+    if flat.dtype == np.float32:
+        back = back.astype(np.float32)
+    bad = finite & (back != flat)
+    if bad.any():
+        out = out.astype(object)
+        out[bad] = np.char.mod("%.9g" if flat.dtype == np.float32 else "%.17g", vals[bad])
+        out = out.astype(str)
+    plain = finite & (np.char.find(out, ".") < 0) & (np.char.find(out, "e") < 0)
+    if plain.any():
+        out = np.where(plain, np.char.add(out, ".0"), out)
+    tokens = out.tolist()
+    if not finite.all():
+        for i in np.flatnonzero(~finite).tolist():
+            v = vals[i]
+            tokens[i] = "NaN" if v != v else ("-Infinity" if v < 0 else "Infinity")
+    return tokens
+
+
 def _leaf_tokens(arr: np.ndarray, as_bytes: bool) -> list | None:
     """Flat list of JSON tokens for numeric/bool tensors; None for strings (written via the writer)."""
     k = arr.dtype.kind
     if arr.dtype == np.float32 or arr.dtype == np.float64:
-        f32 = arr.dtype == np.float32
-        return [format_decimal(v, f32) for v in arr.ravel().tolist()]
+        return _float_tokens(arr) if arr.size else []
     if k == "b":
         return ["true" if v else "false" for v in arr.ravel().tolist()]
     if k in "iu":
@@ -773,6 +797,9 @@ def _write_tensor(w: PrettyWriter, arr: np.ndarray, name: str) -> None:
     """`AddTensorValues`: nested arrays; `_bytes` string outputs as {"b64": ...}."""
     as_bytes = name.endswith("_bytes") and arr.dtype.kind in "OSU"
     tokens = _leaf_tokens(arr, as_bytes)
+    if tokens is not None and w.single:
+        w.raw(_single_line(tokens, arr.shape))  # nested arrays on one line: same text, one writer event
+        return
     flat = arr.ravel().tolist() if tokens is None else tokens
     shape = arr.shape
     idx = 0
@@ -801,6 +828,20 @@ def _write_tensor(w: PrettyWriter, arr: np.ndarray, name: str) -> None:
         w.end()
 
     rec(0)
+
+
+def _single_line(tokens: list[str], shape: tuple[int, ...]) -> str:
+    """rapidjson's kFormatSingleLineArray text for a nested array of ready tokens."""
+    if not shape:
+        return tokens[0]
+    if 0 in shape:
+        def empty(sh):
+            return "[]" if sh[0] == 0 else "[" + ", ".join(empty(sh[1:]) for _ in range(sh[0])) + "]"
+        return empty(shape)
+    parts = tokens
+    for dim in reversed(shape):
+        parts = ["[" + ", ".join(parts[i:i + dim]) + "]" for i in range(0, len(parts), dim)]
+    return parts[0]
 
 
 def predict_response(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
