@@ -241,7 +241,7 @@ def main() -> int:
     base = out / "bench-models"
     paths = export_models(base)
     batching = out / "bench-batching.config"
-    batching.write_text("max_batch_size { value: 256 }\nbatch_timeout_micros { value: 300 }\n"
+    batching.write_text("max_batch_size { value: 256 }\nbatch_timeout_micros { value: 0 }\n"
                         "max_enqueued_batches { value: 1000 }\nnum_batch_threads { value: 2 }\n")
     rows = in_process_floor(paths, args.duration)
     servers = start_servers(paths, base, batching)

@@ -66,6 +66,7 @@ class _Task:
     done: threading.Event = field(default_factory=threading.Event)
     result: dict[str, np.ndarray] | None = None
     error: ServingError | None = None
+    taken: bool = False
 
 
 class _Queue:
@@ -77,21 +78,19 @@ class _Queue:
 
 
 class BatchScheduler:
+    """Leader/follower scheduling: the requests' own threads run the batches (at most `num_batch_threads`
+    at once), so no batch costs a thread hand-off; a request whose rows another thread took just waits."""
+
     def __init__(self, opts: BatchOptions):
         self.opts = opts
         self._cond = threading.Condition()
         self._queues: dict[tuple, _Queue] = {}
         self._order: deque[tuple] = deque()
-        self._stopped = False
-        self._threads = [threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
-                         for i in range(max(1, opts.num_batch_threads))]
-        for t in self._threads:
-            t.start()
+        self._running = 0
+        self._limit = max(1, opts.num_batch_threads)
 
     def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify_all()
+        """Nothing to stop: no thread of its own. Kept so owners can treat schedulers uniformly."""
 
     # ------------------------------------------------------------------------------------ submit
     def run(self, servable, sig, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
@@ -108,8 +107,7 @@ class BatchScheduler:
         if rows > self.opts.max_batch_size:
             raise InvalidArgumentError(f"Task size {rows} is larger than maximum input batch size "
                                        f"{self.opts.max_batch_size}")
-        for alias, arr in inputs.items():  # the same dtype check the unbatched path makes, per request
-            servable.check_dtypes(sig, {alias: arr})
+        servable.check_dtypes(sig, inputs)  # the unbatched path's dtype check, per request
         key = (id(servable), sig.name, tuple(outputs))
         task = _Task(inputs, rows, time.monotonic())
         with self._cond:
@@ -121,13 +119,33 @@ class BatchScheduler:
                 raise UnavailableError("The batch scheduling queue to which this task was submitted is full")
             q.tasks.append(task)
             q.rows += rows
-            self._cond.notify()
+            self._cond.notify_all()
+        while True:
+            with self._cond:
+                got = None
+                while not task.taken:
+                    if self._running < self._limit:
+                        got = self._take()
+                        if got is not None:
+                            self._running += 1
+                            break
+                    # with every batch slot busy, a finishing leader's notify is the next event to wait for
+                    wait = self._next_deadline() if self._running < self._limit else None
+                    self._cond.wait(None if wait is None else max(wait, 0.0001))
+                if got is None:
+                    break  # another thread took this request's rows
+            try:
+                self._execute(*got)
+            finally:
+                with self._cond:
+                    self._running -= 1
+                    self._cond.notify_all()
         task.done.wait()
         if task.error is not None:
             raise task.error
         return task.result
 
-    # ------------------------------------------------------------------------------------ batch threads
+    # ------------------------------------------------------------------------------------ batches
     def _take(self) -> tuple[_Queue, list[_Task]] | None:
         """Under the lock: a batch that is full or whose oldest task waited long enough, else None."""
         now = time.monotonic()
@@ -145,6 +163,7 @@ class BatchScheduler:
                 batch, rows = [], 0
                 while q.tasks and rows + q.tasks[0].rows <= self.opts.max_batch_size:
                     t = q.tasks.popleft()
+                    t.taken = True
                     rows += t.rows
                     batch.append(t)
                 q.rows -= rows
@@ -156,20 +175,6 @@ class BatchScheduler:
         timeout = self.opts.batch_timeout_micros / 1e6
         starts = [q.tasks[0].enqueued for q in self._queues.values() if q.tasks]
         return min(starts) + timeout - time.monotonic() if starts else None
-
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    if self._stopped:
-                        return
-                    got = self._take()
-                    if got is not None:
-                        break
-                    wait = self._next_deadline()
-                    self._cond.wait(None if wait is None else max(wait, 0.0001))
-            q, batch = got
-            self._execute(q, batch)
 
     def _execute(self, q: _Queue, batch: list[_Task]) -> None:
         now = time.monotonic()

@@ -57,14 +57,26 @@ def batch_sizes(rows: int, padded: int) -> None:
     BATCH_RUNS.inc()
 
 
+_children: dict[tuple, object] = {}
+
+
+def _child(metric, *labels):
+    """metric.labels(...) costs several µs per call; the children are cached per label tuple."""
+    key = (metric, labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
 def request(model: str, api: str, entrypoint: str, code_name: str, seconds: float | None) -> None:
-    REQUEST_COUNT.labels(model, code_name).inc()
+    _child(REQUEST_COUNT, model, code_name).inc()
     if seconds is not None and code_name == "OK":
-        REQUEST_LATENCY.labels(model, api, entrypoint).observe(seconds * 1e6)
+        _child(REQUEST_LATENCY, model, api, entrypoint).observe(seconds * 1e6)
 
 
 def runtime_latency(model: str, api: str, seconds: float) -> None:
-    RUNTIME_LATENCY.labels(model, api, "TF1").observe(seconds * 1e6)
+    _child(RUNTIME_LATENCY, model, api, "TF1").observe(seconds * 1e6)
 
 
 def load(path: str, ok: bool, seconds: float) -> None:
