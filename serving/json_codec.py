@@ -866,6 +866,8 @@ def predict_response(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
             batch = a.shape[0]
         w.key("predictions")
         w.start(True)
+        # numeric tokens are formatted once per tensor (vectorised), then sliced per instance
+        tokens = {n: _leaf_tokens(outputs[n], False) for n in names}
         for i in range(batch):
             if multi:
                 w.start(False)
@@ -873,7 +875,12 @@ def predict_response(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
             for n in names:
                 if multi:
                     w.key(n)
-                _write_tensor(w, outputs[n][i, ...], n)
+                a = outputs[n]
+                if tokens[n] is not None:
+                    per = a[0].size if batch else 0
+                    w.raw(_single_line(tokens[n][i * per:(i + 1) * per], a.shape[1:]))
+                else:
+                    _write_tensor(w, a[i, ...], n)
             w.single = False
             if multi:
                 w.end()
