@@ -104,23 +104,21 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         _fill_spec(resp.model_spec, spec.name, pred.version, pred.signature_name)
         return resp
 
-    @_rpc("Classify")
-    def Classify(self, request, context) -> classification_pb2.ClassificationResponse:
+    def _examples(self, request, kind: str, response_cls):
         _require_spec(request)
         spec = spec_from_proto(request.model_spec)
-        version, result = self.core.classify(spec, request.input)
-        resp = classification_pb2.ClassificationResponse(result=result)
+        version, result = getattr(self.core, kind)(spec, request.input)
+        resp = response_cls(result=result)
         _fill_spec(resp.model_spec, spec.name, version, spec.signature)
         return resp
 
+    @_rpc("Classify")
+    def Classify(self, request, context) -> classification_pb2.ClassificationResponse:
+        return self._examples(request, "classify", classification_pb2.ClassificationResponse)
+
     @_rpc("Regress")
     def Regress(self, request, context) -> regression_pb2.RegressionResponse:
-        _require_spec(request)
-        spec = spec_from_proto(request.model_spec)
-        version, result = self.core.regress(spec, request.input)
-        resp = regression_pb2.RegressionResponse(result=result)
-        _fill_spec(resp.model_spec, spec.name, version, spec.signature)
-        return resp
+        return self._examples(request, "regress", regression_pb2.RegressionResponse)
 
     @_rpc("MultiInference")
     def MultiInference(self, request, context):
