@@ -14,7 +14,7 @@ from typing import Iterable
 
 import ml_dtypes
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from serving.errors import InvalidArgumentError
 
@@ -188,10 +188,3 @@ def from_numpy(arr: np.ndarray | list | float | int | bytes | str, dtype: int | 
     else:
         field.extend(flat.tolist())
     return proto
-
-
-def shape_proto(shape: Iterable[int | None]) -> tensor_shape_pb2.TensorShapeProto:
-    p = tensor_shape_pb2.TensorShapeProto()
-    for d in shape:
-        p.dim.add().size = -1 if d is None else int(d)
-    return p

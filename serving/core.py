@@ -73,10 +73,6 @@ class Core:
         with versions.acquire(version) as rec:
             yield rec
 
-    @staticmethod
-    def _signature(servable: SavedModelServable, name: str) -> Signature | None:
-        return servable.signatures.get(name)
-
     def signature_inputs(self, spec: Spec) -> dict[str, int]:
         """{alias: dtype} of a signature's inputs, for decoders that need dtypes first (REST's GetInfoMap)."""
         with self.servable(spec) as rec:

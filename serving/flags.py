@@ -7,7 +7,6 @@ come from.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -119,14 +118,6 @@ class ServerOptions:
             return self.__dict__["values"][name]
         except KeyError:
             raise AttributeError(name) from None
-
-    def replace(self, **changes: Any) -> "ServerOptions":
-        vals = dict(self.values)
-        for k, v in changes.items():
-            if k not in vals:
-                raise KeyError(k)
-            vals[k] = v
-        return dataclasses.replace(self, values=vals)
 
     def explicitly_set(self) -> dict[str, Any]:
         return {k: v for k, v in self.values.items() if v != _BY_NAME[k].default}

@@ -97,7 +97,7 @@ class RestHandler:
             else:
                 raise InvalidArgumentError(f"Malformed request: {method} {path}")
             return 200, out, model, api
-        except _EmptyBodyError as e:
+        except _EmptyBodyError:
             return 400, b"", model, api
         except ServingError as e:
             return e.http_status, json_codec.error_json(e.message), model, api

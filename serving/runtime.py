@@ -20,7 +20,7 @@ import numpy as np
 from tensorflow.core.protobuf import config_pb2
 
 from serving.codec import DT, NP_DTYPE, dtype_name, dtype_of
-from serving.errors import InvalidArgumentError, NotFoundError, ServingError, UnimplementedError, from_tf_exception
+from serving.errors import InvalidArgumentError, NotFoundError, UnimplementedError, from_tf_exception
 
 log = logging.getLogger("serving.runtime")
 DT_STRING = DT.DT_STRING
@@ -29,7 +29,7 @@ _tf = None
 
 
 def tf():
-    """TensorFlow is imported lazily so that codecs and clients never pay for it."""
+    """TensorFlow, with its Python logger quieted once (the TF1 loader's deprecation notices)."""
     global _tf
     if _tf is None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -152,10 +152,6 @@ class ModelVersions:
                     return None
                 self._cond.wait(remaining)
 
-    def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(predicate, timeout)
-
     # ------------------------------------------------------------------------------------ worker
     def _emit(self, rec: VersionRecord) -> None:
         try:
@@ -328,7 +324,3 @@ class FileSystemSource:
                 versions = self.scan(m)
                 if versions is not None:
                     self._emit(m.name, versions)
-
-
-def status_error(rec: VersionRecord) -> tuple[int, str]:
-    return (int(rec.error.code), rec.error.message) if rec.error is not None else (0, "")

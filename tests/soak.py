@@ -68,7 +68,7 @@ def main() -> int:
     model_dir = work / "models" / "mlp"
     model_dir.mkdir(parents=True)
     shutil.copytree(src / "mlp" / "1", model_dir / "1")
-    srv = ServerProcess([f"--model_name=mlp", f"--model_base_path={model_dir}", "--file_system_poll_wait_seconds=1"])
+    srv = ServerProcess(["--model_name=mlp", f"--model_base_path={model_dir}", "--file_system_poll_wait_seconds=1"])
     srv.wait_ready()
     stop = threading.Event()
     lock = threading.Lock()

@@ -16,7 +16,7 @@ from clients import GrpcClient, RestClient, ServingClientError, make_input
 from clients.ab import ABRouter, parse_weights
 from clients.rollout import read_config, set_labels, promote
 from export.zoo import CLASSIFY, REGRESS, ZOO
-from tests.conftest import REPO, render_models_config
+from tests.conftest import REPO
 from tests.server_util import ServerProcess, wait_for
 
 pytestmark = pytest.mark.integration

@@ -167,7 +167,7 @@ def test_huge_declared_shape_is_refused_without_allocating(demo_server):
 @pytest.fixture
 def limited_server(zoo):
     base, _ = zoo
-    srv = ServerProcess([f"--model_name=mlp", f"--model_base_path={base}/mlp", "--max_inflight_requests=2",
+    srv = ServerProcess(["--model_name=mlp", f"--model_base_path={base}/mlp", "--max_inflight_requests=2",
                          "--rest_api_max_request_bytes=100000",
                          "--grpc_channel_arguments=grpc.max_receive_message_length=100000"])
     try:
@@ -218,7 +218,7 @@ def test_overload_is_refused_quickly_not_queued(limited_server):
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero(zoo):
     base, _ = zoo
-    srv = ServerProcess([f"--model_name=mlp", f"--model_base_path={base}/mlp", "--enable_grpc_healthcheck_service"])
+    srv = ServerProcess(["--model_name=mlp", f"--model_base_path={base}/mlp", "--enable_grpc_healthcheck_service"])
     srv.wait_ready()
     ch = grpc.insecure_channel(srv.grpc_target, options=[("grpc.max_send_message_length", -1)])
     stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
@@ -264,7 +264,7 @@ def dir_server(zoo, tmp_path):
     (model_dir / "tmp").mkdir()
     (model_dir / "v3").mkdir()
     (model_dir / "README").write_text("not a version")
-    srv = ServerProcess([f"--model_name=mlp", f"--model_base_path={model_dir}", "--file_system_poll_wait_seconds=1",
+    srv = ServerProcess(["--model_name=mlp", f"--model_base_path={model_dir}", "--file_system_poll_wait_seconds=1",
                          "--max_num_load_retries=0"], rest=False)
     srv.model_dir, srv.zoo_base = model_dir, base
     try:

@@ -154,7 +154,7 @@ def test_rest_timeout_answers_504_and_server_survives(zoo, tmp_path, demo_server
     if getattr(demo_server, "external", False):
         pytest.skip("needs its own flags")
     base, _ = zoo
-    srv = ServerProcess([f"--model_name=mlp", f"--model_base_path={base}/mlp", "--rest_api_timeout_in_ms=1"])
+    srv = ServerProcess(["--model_name=mlp", f"--model_base_path={base}/mlp", "--rest_api_timeout_in_ms=1"])
     try:
         srv.wait_ready()
         body = {"instances": [[0.5] * 10] * 20000}  # decoding alone takes far longer than 1 ms
