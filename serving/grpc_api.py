@@ -23,6 +23,7 @@ log = logging.getLogger("serving.grpc")
 
 MAX_MESSAGE = 2**31 - 1
 _MAX_ERROR_LEN = 1024
+_IN_FLIGHT = metrics.IN_FLIGHT.labels("GRPC")
 
 
 def _abort(context: grpc.ServicerContext, err: ServingError) -> None:
@@ -40,6 +41,7 @@ def _rpc(api: str, count: bool = True) -> Callable:
         def handler(self, request, context):
             t0 = time.perf_counter()
             model = _model_name(request)
+            _IN_FLIGHT.inc()
             try:
                 resp = fn(self, request, context)
             except ServingError as e:
@@ -51,6 +53,8 @@ def _rpc(api: str, count: bool = True) -> Callable:
                 if count:
                     metrics.request(model, api, "GRPC", "INTERNAL", None)
                 _abort(context, InternalError(f"{type(e).__name__}: {e}"))
+            finally:
+                _IN_FLIGHT.dec()
             if count:
                 metrics.request(model, api, "GRPC", "OK", time.perf_counter() - t0)
             return resp

@@ -27,6 +27,8 @@ WARMUP_LATENCY = Histogram(":tensorflow:serving:model_warmup_latency", "Model wa
                            ["model_path", "status"], buckets=tuple(10**i for i in range(3, 10)), registry=REGISTRY)
 WARMUP_RECORDS = Counter(":tensorflow:serving:model_warmup_records_read", "Warmup records read.",
                          ["model_path", "status"], registry=REGISTRY)
+IN_FLIGHT = Gauge(":tensorflow_serving_bundle:requests_in_flight", "Requests being processed now.",
+                  ["entrypoint"], registry=REGISTRY)
 VERSION_STATE = Gauge(":tensorflow_serving_bundle:model_version_state",
                       "State of each model version (ModelVersionStatus.State number).",
                       ["model_name", "version"], registry=REGISTRY)

@@ -37,6 +37,7 @@ _GET_RE = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels
 _V1_RE = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 _ORIGIN_RE = re.compile(r"https?://.*", re.IGNORECASE)
 _JSON = (b"content-type", b"application/json")
+_IN_FLIGHT = metrics.IN_FLIGHT.labels("REST")
 _CORS = [(b"access-control-allow-origin", b"*"), (b"access-control-allow-methods", b"POST, GET"),
          (b"access-control-allow-headers", b"Content-Type")]
 
@@ -243,10 +244,12 @@ class RestApp:
             await self._send(send, err.http_status, json_codec.error_json(err.message))
             return
         self.inflight += 1
+        _IN_FLIGHT.inc()
         try:
             await self._process(send, method, path, body)
         finally:
             self.inflight -= 1
+            _IN_FLIGHT.dec()
 
     def _too_big(self, length: bytes | None) -> ResourceExhaustedError | None:
         try:

@@ -100,6 +100,10 @@ def test_task_larger_than_max_batch_and_input_checks():
     sched.stop()
 
 
+def fake_started(sched) -> bool:
+    return sched._running == 1  # one request's thread is running its batch (held by the gate)
+
+
 def test_full_queue_answers_unavailable():
     gate = threading.Event()
     sched = BatchScheduler(BatchOptions(max_batch_size=1, max_enqueued_batches=2, num_batch_threads=1))
@@ -108,7 +112,10 @@ def test_full_queue_answers_unavailable():
                for _ in range(3)]
     for t in threads:  # one runs (held by the gate), two fill the queue
         t.start()
-        time.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while not (fake_started(sched) and sum(q.rows for q in sched._queues.values()) == 2):
+        assert time.monotonic() < deadline, "requests did not queue up"
+        time.sleep(0.01)
     with pytest.raises(UnavailableError, match="The batch scheduling queue to which this task was submitted is full"):
         sched.run(fake, FakeSig, {"x": np.ones((1, 1))}, ["y"])
     gate.set()

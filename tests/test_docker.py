@@ -9,7 +9,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
 
 import pytest
 import yaml
@@ -172,6 +171,12 @@ def test_make_serve_auto_falls_back_to_embedded_without_docker(zoo, tmp_path):
     finally:
         stop = subprocess.run(["make", "stop", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert "stopped embedded server" in stop.stdout
-    time.sleep(1)
-    with pytest.raises(requests.ConnectionError):
-        requests.get(f"http://127.0.0.1:{rest_port}/readyz", timeout=2)
+
+    def refused():
+        try:
+            requests.get(f"http://127.0.0.1:{rest_port}/readyz", timeout=2)
+            return False
+        except requests.ConnectionError:
+            return True
+
+    wait_for(refused, timeout=60, what="the server to be gone after make stop")
