@@ -26,7 +26,8 @@ ROW, COLUMNAR = "row", "columnar"
 
 
 class Double(float):
-    """A JSON number written with a fraction or exponent (rapidjson's IsDouble); plain ints stay int."""
+    """A JSON number written with a fraction or exponent (rapidjson's IsDouble) from the exact parser;
+    orjson already returns float for those and int for plain integers, which is the same distinction."""
 
 
 # ================================================================================================ parsing
@@ -243,24 +244,6 @@ class _Parser:
         return int(h, 16), i + 4
 
 
-def _retag_doubles(v: Any) -> Any:
-    """orjson yields float for every fractional/exponent token: mark them as Double (iteratively)."""
-    if isinstance(v, float):
-        return Double(v)
-    if not isinstance(v, (list, dict)):
-        return v
-    stack = [v]
-    while stack:
-        c = stack.pop()
-        items = c.items() if isinstance(c, dict) else enumerate(c)
-        for k, x in items:
-            if isinstance(x, float):
-                c[k] = Double(x)
-            elif isinstance(x, (list, dict)):
-                stack.append(x)
-    return v
-
-
 def parse(body: bytes) -> dict:
     """Parse a request body; errors are TF Serving's `JSON Parse error: ...` / `... Is not object`."""
     if not body:
@@ -272,9 +255,7 @@ def parse(body: bytes) -> dict:
         fast = False
     if fast and b'"' in body and _has_duplicate_risk(body):
         fast = False
-    if fast:
-        doc = _retag_doubles(doc)
-    else:
+    if not fast:
         try:
             doc = _Parser(body).parse()
         except _ParseError as e:
@@ -851,9 +832,19 @@ def predict_response(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
     names = sorted(outputs)
     for n in names:
         _check_writable(outputs[n])
+    multi = len(names) > 1
+    if fmt == ROW and not multi:
+        a = outputs[names[0]]
+        if a.ndim == 0:
+            raise InvalidArgumentError(f"Tensor name: {names[0]} has no shape information ")
+        tokens = _leaf_tokens(a, False)
+        if tokens is not None:  # the common case in one piece: rows on one line, the list closed on its own
+            if a.shape[0] == 0:
+                return b'{\n    "predictions": []\n}'
+            text = _single_line(tokens, a.shape)
+            return ('{\n    "predictions": ' + text[:-1] + '\n    ]\n}').encode()
     w = PrettyWriter()
     w.start(False)
-    multi = len(names) > 1
     if fmt == ROW:
         batch = -1
         for n in names:

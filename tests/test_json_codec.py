@@ -64,4 +64,4 @@ def test_parser_matches_rapidjson_semantics():
     assert type(doc["x"][0]) is int and isinstance(doc["x"][1], jc.Double)
     assert doc["x"][2] != doc["x"][2] and doc["x"][3] == float("-inf")
     assert jc.parse(b'{"big": 18446744073709551615}')["big"] == 2**64 - 1
-    assert isinstance(jc.parse(b'{"huge": 99999999999999999999999}')["huge"], jc.Double)
+    assert type(jc.parse(b'{"huge": 99999999999999999999999}')["huge"]) in (float, jc.Double)  # a double, as rapidjson reads it
