@@ -79,8 +79,8 @@ class RestHandler:
         self.core = server.core
         self.registry = server.registry
 
-    def process(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str, str]:
-        """Returns (HTTP status, body, model name, API label for metrics)."""
+    def process(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str, str, str]:
+        """Returns (HTTP status, body, model name, API label, status code name) — the last three for metrics."""
         model, api = "", ""
         try:
             matched, model, version, label, verb, sub = _parse_model_info(method, path)
@@ -97,15 +97,15 @@ class RestHandler:
                 out = self.metadata(spec) if sub == "metadata" else self.status(spec)
             else:
                 raise InvalidArgumentError(f"Malformed request: {method} {path}")
-            return 200, out, model, api
-        except _EmptyBodyError:
-            return 400, b"", model, api
+            return 200, out, model, api, "OK"
+        except _EmptyBodyError as e:
+            return 400, b"", model, api, e.code.name
         except ServingError as e:
-            return e.http_status, json_codec.error_json(e.message), model, api
+            return e.http_status, json_codec.error_json(e.message), model, api, e.code.name
         except Exception as e:  # noqa: BLE001 - a bug answers 500, never kills the server
             log.exception("REST %s %s failed", method, path)
             err = InternalError(f"{type(e).__name__}: {e}")
-            return err.http_status, json_codec.error_json(err.message), model, api
+            return err.http_status, json_codec.error_json(err.message), model, api, err.code.name
 
     def predict(self, spec: Spec, body: bytes) -> bytes:
         doc = json_codec.parse(body)
@@ -268,13 +268,12 @@ class RestApp:
         is_inference = method == "POST"
         try:
             if is_inference and self.timeout is not None:
-                status, out, model, api = await asyncio.wait_for(fut, self.timeout)
+                status, out, model, api, code = await asyncio.wait_for(fut, self.timeout)
             else:
-                status, out, model, api = await fut
+                status, out, model, api, code = await fut
         except asyncio.TimeoutError:
             err = DeadlineExceededError("Deadline Exceeded")
-            status, out, model, api = err.http_status, json_codec.error_json(err.message), "", ""
-        code = "OK" if status == 200 else _code_name(status)
+            status, out, model, api, code = err.http_status, json_codec.error_json(err.message), "", "", err.code.name
         metrics.request(model, api, "REST", code, time.perf_counter() - t0)
         await self._send(send, status, out)
 
@@ -286,15 +285,6 @@ class RestApp:
             headers.extend(_CORS)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-_STATUS_CODE = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 409: "ABORTED", 403: "PERMISSION_DENIED",
-                429: "RESOURCE_EXHAUSTED", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
-                401: "UNAUTHENTICATED", 499: "CANCELLED", 500: "INTERNAL"}
-
-
-def _code_name(status: int) -> str:
-    return _STATUS_CODE.get(status, "UNKNOWN")
 
 
 def start_rest(server, monitoring=None) -> None:

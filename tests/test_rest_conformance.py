@@ -438,3 +438,22 @@ def test_metrics_count_requests(rest):
 def test_readiness_and_liveness(rest):
     assert requests.get(rest.rest_url + "/healthz").status_code == 200
     assert requests.get(rest.rest_url + "/readyz").status_code == 200
+
+
+
+def test_handler_reports_the_error_code_not_just_the_http_status():
+    """FAILED_PRECONDITION and INVALID_ARGUMENT both answer 400; the metrics label must keep them apart."""
+    from types import SimpleNamespace
+
+    from serving.errors import FailedPreconditionError
+    from serving.rest import RestHandler
+
+    class Core:
+        def signature_inputs(self, spec):
+            raise FailedPreconditionError("not now")
+
+    handler = RestHandler(SimpleNamespace(core=Core(), registry=None))
+    status, body, model, api, code = handler.process("POST", "/v1/models/m:predict", b'{"instances": [1]}')
+    assert (status, model, api, code) == (400, "m", "predict", "FAILED_PRECONDITION")
+    assert json.loads(body) == {"error": "not now"}
+    assert handler.process("GET", "/v1/foo", b"")[4] == "INVALID_ARGUMENT"
