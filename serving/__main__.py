@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -45,19 +46,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Failed to start server. Error: {e}", flush=True)
         return 255
 
-    def on_signal(signum, _frame):
-        logging.getLogger("serving").info("signal %d: draining in-flight requests and shutting down", signum)
-        import threading
+    log = logging.getLogger("serving")
+    grace = float(max(0, opts.shutdown_grace_period_seconds))
 
-        threading.Thread(target=server.stop, args=(float(opts.shutdown_grace_period_seconds),),
-                         name="shutdown").start()
+    def on_signal(signum, _frame):
+        if server.stopping:
+            return
+        log.info("signal %d: draining in-flight requests and shutting down (grace %.0fs)", signum, grace)
+        threading.Thread(target=server.stop, args=(grace,), name="shutdown", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server.wait()
-    server.stopped.wait()
-    logging.getLogger("serving").info("shut down cleanly")
-    return 0
+    # The kernel may deliver SIGTERM to any thread (gRPC, TF and uvicorn threads are many); Python runs the
+    # handler only when the *main* thread next executes bytecode. A bounded wait keeps the main thread
+    # coming back, so one SIGTERM is always handled (Kubernetes sends exactly one before SIGKILL).
+    while not server.wait(0.2):
+        pass
+    # Exit within the grace period plus a small bound, whatever is still running (a model call that
+    # ignores cancellation, a client that never reads): the process must be gone before SIGKILL.
+    if not server.stopped.wait(grace + _EXIT_SLACK_S):
+        log.error("shutdown did not finish within %.0fs; exiting anyway", grace + _EXIT_SLACK_S)
+        logging.shutdown()
+        os._exit(1)
+    log.info("shut down cleanly")
+    logging.shutdown()
+    sys.stdout.flush()
+    # Worker threads still inside a cancelled model call would make the interpreter's exit wait for them.
+    os._exit(0)
+
+
+_EXIT_SLACK_S = 3.0
 
 
 if __name__ == "__main__":

@@ -97,19 +97,36 @@ def _shape(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
 MAX_TENSOR_BYTES = 2**31 - 1  # a tensor larger than the largest message gRPC accepts cannot be meant
 
 
-def to_numpy(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """Decode a TensorProto. Raises InvalidArgumentError on anything TF's FromProto would reject, and on a
-    shape whose size would exceed MAX_TENSOR_BYTES (a few bytes of proto must not allocate gigabytes)."""
+def decoded_bytes(proto: tensor_pb2.TensorProto) -> int:
+    """What `to_numpy` will allocate for this proto, computed without allocating; raises what it would raise
+    for an unusable dtype or shape. Lets a server charge a request before decoding it."""
     dtype = proto.dtype
     if dtype not in NP_DTYPE:
         raise InvalidArgumentError(f"unsupported tensor dtype {dtype_name(dtype)}")
     shape = _shape(proto)
-    n = math.prod(shape)
     itemsize = 8 if dtype == DT.DT_STRING else NP_DTYPE[dtype].itemsize
     bound = itemsize * math.prod(max(d, 1) for d in shape)  # numpy refuses such shapes even when empty
     if bound > MAX_TENSOR_BYTES:
         raise InvalidArgumentError(f"tensor shape {list(shape)} of {dtype_name(dtype)} needs {bound} bytes, "
                                    f"more than the {MAX_TENSOR_BYTES} a request can carry")
+    if dtype == DT.DT_STRING:  # the values themselves are already held by the proto
+        return bound
+    # typed *_val fields go through one staging copy as wide as the field's type
+    staging = 0 if proto.tensor_content else 8 * min(math.prod(shape), _field_len(proto, dtype))
+    return bound + staging
+
+
+def _field_len(proto: tensor_pb2.TensorProto, dtype: int) -> int:
+    return len(getattr(proto, _FIELD[dtype]))
+
+
+def to_numpy(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """Decode a TensorProto. Raises InvalidArgumentError on anything TF's FromProto would reject, and on a
+    shape whose size would exceed MAX_TENSOR_BYTES (a few bytes of proto must not allocate gigabytes)."""
+    decoded_bytes(proto)
+    dtype = proto.dtype
+    shape = _shape(proto)
+    n = math.prod(shape)
     if dtype == DT.DT_STRING:
         vals = proto.string_val
         arr = np.empty(n, dtype=object)

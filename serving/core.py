@@ -18,11 +18,12 @@ from tensorflow_serving.apis import (classification_pb2, get_model_status_pb2, i
                                      regression_pb2)
 
 from serving import metrics
+from serving.admission import UNLIMITED, MemoryBudget
 from serving.errors import (FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError,
                             UnimplementedError)
 from serving.registry import ModelRegistry
 from serving.runtime import SavedModelServable, Signature
-from serving.versions import VersionRecord
+from serving.versions import State, VersionRecord
 
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -53,6 +54,8 @@ class Prediction:
 
 
 Decoder = Callable[[Signature], dict[str, np.ndarray]]
+"""Turns the resolved signature into feeds. A decoder with a `names` attribute (the input aliases it will
+produce) has them checked against the signature before it runs, so a bad request costs no decoding."""
 
 
 def _join(names) -> str:
@@ -60,9 +63,16 @@ def _join(names) -> str:
 
 
 class Core:
-    def __init__(self, registry: ModelRegistry, *, method_name_check: bool = False):
+    def __init__(self, registry: ModelRegistry, *, method_name_check: bool = False,
+                 budget: MemoryBudget = UNLIMITED):
         self.registry = registry
         self.method_name_check = method_name_check
+        self.budget = budget  # request memory in flight, shared by every transport
+
+    def metric_model_name(self, name: str) -> str:
+        """The model_name label for a request: names the config does not know share one label, so clients
+        cannot grow /metrics (and the process) by inventing model names."""
+        return name if self.registry.model(name) is not None else ""
 
     # ------------------------------------------------------------------------------------ lookup
     @contextmanager
@@ -98,9 +108,15 @@ class Core:
             raise InternalError("Expected prediction signature method_name to be one of {"
                                 f"{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}}}. "
                                 f"Was: {sig.method_name}")
-        feeds = inputs(sig) if callable(inputs) else inputs
-        self._check_inputs(sig, feeds)
         outputs = self._check_output_filter(sig, output_filter)
+        if callable(inputs):
+            names = getattr(inputs, "names", None)
+            if names is not None:  # everything cheap is checked before a byte is decoded
+                self._check_inputs(sig, names)
+            feeds = inputs(sig)
+        else:
+            feeds = inputs
+        self._check_inputs(sig, feeds)
         t0 = time.perf_counter()
         if servable.batcher is not None:
             result = servable.batcher.run(servable, sig, dict(feeds), outputs)
@@ -335,7 +351,7 @@ class Core:
         for rec in self.status(name, version):
             mvs = resp.model_version_status.add(version=rec.version, state=int(rec.state))
             mvs.status.SetInParent()  # TF Serving always sets status (error_code OK when healthy)
-            if rec.error is not None:
+            if rec.error is not None and rec.state == State.END:  # not while retries are pending
                 mvs.status.error_code = int(rec.error.code)
                 mvs.status.error_message = rec.error.message
         return resp

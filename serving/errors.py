@@ -73,6 +73,7 @@ InternalError = _make(Code.INTERNAL)
 UnknownError = _make(Code.UNKNOWN)
 DataLossError = _make(Code.DATA_LOSS)
 CancelledError = _make(Code.CANCELLED)
+PermissionDeniedError = _make(Code.PERMISSION_DENIED)
 
 
 def from_tf_exception(exc: BaseException) -> ServingError:

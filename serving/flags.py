@@ -100,7 +100,29 @@ FLAGS: tuple[Flag, ...] = (
     Flag("rest_api_max_request_bytes", "int64", 512 * 1024 * 1024, "[embedded server] Largest REST request "
          "body; larger ones are answered 429 RESOURCE_EXHAUSTED without being read. 0 = unbounded."),
     Flag("shutdown_grace_period_seconds", "int32", 20, "[embedded server] How long SIGTERM waits for in-flight "
-         "requests to finish before exiting."),
+         "requests to finish; those still running then are answered UNAVAILABLE/503 and the process exits "
+         "within a few seconds more."),
+    Flag("request_memory_budget_bytes", "int64", 384 * 1024 * 1024, "[embedded server] Memory that requests in "
+         "flight may hold together (bodies, decompressed bodies, parsed JSON, decoded tensors), reserved before "
+         "it is allocated; beyond it requests get RESOURCE_EXHAUSTED/429. 0 = unbounded."),
+    Flag("grpc_max_receive_message_bytes", "int32", 64 * 1024 * 1024, "[embedded server] Largest gRPC request "
+         "message; --grpc_channel_arguments=grpc.max_receive_message_length=N overrides it."),
+    Flag("grpc_bind_address", "string", "0.0.0.0", "[embedded server] Address the gRPC port listens on."),
+    Flag("rest_api_bind_address", "string", "0.0.0.0", "[embedded server] Address the REST port listens on."),
+    Flag("model_config_reload_api", "string", "enabled", "[embedded server] ModelService/HandleReloadConfigRequest: "
+         "enabled | unix_socket_only (only over --grpc_socket_path) | disabled."),
+    Flag("model_config_reload_wait_seconds", "int32", 60, "[embedded server] How long a config reload waits for "
+         "added models to load before answering (loading continues afterwards)."),
+    Flag("rest_api_max_header_bytes", "int32", 64 * 1024, "[embedded server] Largest request line plus headers; "
+         "larger requests get 431 and the connection is closed."),
+    Flag("rest_api_header_timeout_seconds", "int32", 10, "[embedded server] Time a REST client has to send a "
+         "request's line and headers once it starts (or connects)."),
+    Flag("rest_api_body_timeout_seconds", "int32", 60, "[embedded server] Time a REST client has to send a "
+         "request's whole body after its headers."),
+    Flag("rest_api_idle_timeout_seconds", "int32", 30, "[embedded server] Idle keep-alive REST connections are "
+         "closed after this long."),
+    Flag("rest_api_max_connections", "int32", 1024, "[embedded server] Open REST connections; more are answered "
+         "503 and closed (also capped by the open-file limit, keeping descriptors for gRPC and model loads)."),
 )
 
 _BY_NAME = {f.name: f for f in FLAGS}

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from typing import Callable
 
 import grpc
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
-                                     model_management_pb2, model_service_pb2_grpc, predict_pb2,
+                                     inference_pb2, model_management_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
 from serving import codec, metrics
 from serving.core import Core, spec_from_proto
-from serving.errors import Code, InternalError, InvalidArgumentError, ServingError
+from serving.admission import MemoryBudget, Reservation
+from serving.errors import (Code, InternalError, InvalidArgumentError, PermissionDeniedError, ServingError,
+                            UnavailableError)
 from serving.registry import ModelRegistry
 
 log = logging.getLogger("serving.grpc")
@@ -33,17 +36,49 @@ def _abort(context: grpc.ServicerContext, err: ServingError) -> None:
     context.abort(grpc.StatusCode[err.code.name], msg)
 
 
+class _Sized:
+    """A request as the guarded deserializer hands it over: the message and its wire size, or the reason it
+    was not parsed at all (`request` None)."""
+
+    __slots__ = ("request", "nbytes", "refused")
+
+    def __init__(self, request, nbytes: int, refused: ServingError | None = None):
+        self.request, self.nbytes, self.refused = request, nbytes, refused
+
+
+def _guarded_deserializer(parse: Callable, budget: MemoryBudget) -> Callable:
+    """Refuse a message the memory budget cannot hold (its parsed copy plus its decoded tensors) before
+    protobuf parses it: the only moment a gRPC server can decline bytes that have already arrived."""
+
+    def deserialize(raw: bytes) -> _Sized:
+        if not budget.fits(2 * len(raw)):
+            try:
+                budget.reserve(2 * len(raw), f"A request of {len(raw)} bytes").release()
+            except ServingError as e:
+                return _Sized(None, len(raw), e)
+        return _Sized(parse(raw), len(raw))
+
+    return deserialize
+
+
 def _rpc(api: str, count: bool = True) -> Callable:
-    """Run a handler, record TF Serving's request metrics, and turn ServingError into a gRPC status."""
+    """Run a handler, record TF Serving's request metrics, and turn ServingError into a gRPC status. The
+    request's wire size is held in the memory budget for as long as the handler runs."""
 
     def wrap(fn):
         @functools.wraps(fn)
-        def handler(self, request, context):
+        def handler(self, sized, context):
             t0 = time.perf_counter()
-            model = _model_name(request)
+            request = sized.request if isinstance(sized, _Sized) else sized
+            model = self.core.metric_model_name(_model_name(request)) if request is not None else ""
             _IN_FLIGHT.inc()
+            held = None
             try:
-                resp = fn(self, request, context)
+                if isinstance(sized, _Sized):
+                    if sized.refused is not None:
+                        raise sized.refused
+                    held = self.core.budget.reserve(sized.nbytes, f"A request of {sized.nbytes} bytes")
+                resp = fn(self, request, context, held)
             except ServingError as e:
                 if count:
                     metrics.request(model, api, "GRPC", e.code.name, None)
@@ -55,6 +90,8 @@ def _rpc(api: str, count: bool = True) -> Callable:
                 _abort(context, InternalError(f"{type(e).__name__}: {e}"))
             finally:
                 _IN_FLIGHT.dec()
+                if held is not None:
+                    held.release()
             if count:
                 metrics.request(model, api, "GRPC", "OK", time.perf_counter() - t0)
             return resp
@@ -62,6 +99,35 @@ def _rpc(api: str, count: bool = True) -> Callable:
         return handler
 
     return wrap
+
+
+class ProtoInputs:
+    """The Predict request's TensorProtos, decoded only after the core has checked the input names against
+    the resolved signature, and only once their declared size has been reserved in the memory budget."""
+
+    def __init__(self, protos, held: Reservation | None):
+        self._protos = protos
+        self._held = held
+        self.names = list(protos.keys())
+
+    def __call__(self, sig) -> dict:
+        total = 0
+        for alias, proto in self._protos.items():
+            try:
+                total += codec.decoded_bytes(proto)
+            except ServingError as e:
+                raise InvalidArgumentError(f"tensor parsing error: {alias} ({e.message})") from e
+        if self._held is not None:
+            self._held.grow(total, "The request's tensors")
+        inputs = {}
+        for alias, proto in self._protos.items():
+            try:
+                inputs[alias] = codec.to_numpy(proto)
+            except ServingError as e:
+                raise InvalidArgumentError(f"tensor parsing error: {alias} ({e.message})") from e
+            except (ValueError, MemoryError) as e:  # whatever numpy refuses is the request's fault
+                raise InvalidArgumentError(f"tensor parsing error: {alias} ({e})") from e
+        return inputs
 
 
 def _model_name(request) -> str:
@@ -90,18 +156,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.tensor_content = tensor_content
 
     @_rpc("Predict")
-    def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
+    def Predict(self, request: predict_pb2.PredictRequest, context, held=None) -> predict_pb2.PredictResponse:
         _require_spec(request)
         spec = spec_from_proto(request.model_spec)
-        inputs = {}
-        for alias, proto in request.inputs.items():
-            try:
-                inputs[alias] = codec.to_numpy(proto)
-            except ServingError as e:
-                raise InvalidArgumentError(f"tensor parsing error: {alias} ({e.message})") from e
-            except (ValueError, MemoryError) as e:  # whatever numpy refuses is the request's fault
-                raise InvalidArgumentError(f"tensor parsing error: {alias} ({e})") from e
-        pred = self.core.predict(spec, inputs, list(request.output_filter))
+        pred = self.core.predict(spec, ProtoInputs(request.inputs, held), list(request.output_filter))
         resp = predict_pb2.PredictResponse()
         for alias, arr in pred.outputs.items():
             resp.outputs[alias].CopyFrom(codec.from_numpy(arr, as_content=self.tensor_content))
@@ -117,19 +175,19 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return resp
 
     @_rpc("Classify")
-    def Classify(self, request, context) -> classification_pb2.ClassificationResponse:
+    def Classify(self, request, context, held=None) -> classification_pb2.ClassificationResponse:
         return self._examples(request, "classify", classification_pb2.ClassificationResponse)
 
     @_rpc("Regress")
-    def Regress(self, request, context) -> regression_pb2.RegressionResponse:
+    def Regress(self, request, context, held=None) -> regression_pb2.RegressionResponse:
         return self._examples(request, "regress", regression_pb2.RegressionResponse)
 
     @_rpc("MultiInference")
-    def MultiInference(self, request, context):
+    def MultiInference(self, request, context, held=None):
         return self.core.multi_inference(request)
 
     @_rpc("GetModelMetadata", count=False)
-    def GetModelMetadata(self, request, context) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    def GetModelMetadata(self, request, context, held=None) -> get_model_metadata_pb2.GetModelMetadataResponse:
         _require_spec(request)
         spec = spec_from_proto(request.model_spec)
         version, sigdefs = self.core.metadata(spec, list(request.metadata_field))
@@ -143,23 +201,47 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, core: Core, registry: ModelRegistry):
+    """GetModelStatus, and the admin API HandleReloadConfigRequest: off, unix-socket only, or open (TF
+    Serving's behaviour) per `--model_config_reload_api`. One reload runs at a time; a second one waiting
+    behind it gives up after a few seconds instead of pinning a worker thread that Predict needs."""
+
+    def __init__(self, core: Core, registry: ModelRegistry, *, reload_api: str = "enabled",
+                 reload_wait_s: float = 60.0):
         self.core = core
         self.registry = registry
+        self.reload_api = reload_api
+        self.reload_wait_s = reload_wait_s
+        self._reloading = threading.BoundedSemaphore(1)
 
     @_rpc("GetModelStatus", count=False)
-    def GetModelStatus(self, request, context) -> get_model_status_pb2.GetModelStatusResponse:
+    def GetModelStatus(self, request, context, held=None) -> get_model_status_pb2.GetModelStatusResponse:
         _require_spec(request)
         ms = request.model_spec
         return self.core.status_proto(ms.name,
                                       ms.version.value if ms.WhichOneof("version_choice") == "version" else None)
 
+    def _admit_reload(self, context) -> None:
+        if self.reload_api == "disabled":
+            raise PermissionDeniedError("HandleReloadConfigRequest is disabled on this server "
+                                        "(--model_config_reload_api=disabled)")
+        if self.reload_api == "unix_socket_only" and not context.peer().startswith("unix:"):
+            raise PermissionDeniedError("HandleReloadConfigRequest is only accepted on the unix socket "
+                                        "(--model_config_reload_api=unix_socket_only, --grpc_socket_path)")
+
     @_rpc("HandleReloadConfigRequest", count=False)
-    def HandleReloadConfigRequest(self, request, context) -> model_management_pb2.ReloadConfigResponse:
+    def HandleReloadConfigRequest(self, request, context, held=None) -> model_management_pb2.ReloadConfigResponse:
+        self._admit_reload(context)
         if request.config.WhichOneof("config") != "model_config_list":
             raise InvalidArgumentError("ServerModelConfig type not supported by HandleReloadConfigRequest. "
                                        "Only ModelConfigList is currently supported")
-        self.registry.apply(request.config)
+        remaining = context.time_remaining()
+        wait = self.reload_wait_s if remaining is None else max(0.0, min(self.reload_wait_s, remaining - 0.05))
+        if not self._reloading.acquire(timeout=min(wait, _RELOAD_QUEUE_S)):
+            raise UnavailableError("Another model config reload is in progress; retry when it has finished")
+        try:
+            self.registry.apply(request.config, wait_seconds=wait, reload=True)
+        finally:
+            self._reloading.release()
         resp = model_management_pb2.ReloadConfigResponse()
         resp.status.error_code = Code.OK
         for name in request.metric_names:
@@ -167,9 +249,33 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         return resp
 
 
+_RELOAD_QUEUE_S = 5.0
+_PREDICTION_METHODS = {
+    "Predict": (predict_pb2.PredictRequest, predict_pb2.PredictResponse),
+    "Classify": (classification_pb2.ClassificationRequest, classification_pb2.ClassificationResponse),
+    "Regress": (regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
+    "MultiInference": (inference_pb2.MultiInferenceRequest, inference_pb2.MultiInferenceResponse),
+    "GetModelMetadata": (get_model_metadata_pb2.GetModelMetadataRequest,
+                         get_model_metadata_pb2.GetModelMetadataResponse),
+}
+_MODEL_METHODS = {
+    "GetModelStatus": (get_model_status_pb2.GetModelStatusRequest, get_model_status_pb2.GetModelStatusResponse),
+    "HandleReloadConfigRequest": (model_management_pb2.ReloadConfigRequest, model_management_pb2.ReloadConfigResponse),
+}
+
+
+def _service(name: str, servicer, methods: dict, budget: MemoryBudget) -> grpc.GenericRpcHandler:
+    """The generated `add_*Servicer_to_server`, with the budget-guarded deserializer on every method."""
+    return grpc.method_handlers_generic_handler(name, {
+        m: grpc.unary_unary_rpc_method_handler(getattr(servicer, m),
+                                               request_deserializer=_guarded_deserializer(req.FromString, budget),
+                                               response_serializer=resp.SerializeToString)
+        for m, (req, resp) in methods.items()})
+
+
 def build_server(core: Core, registry: ModelRegistry, *, max_workers: int, tensor_content: bool,
                  health_servicer=None, extra_options: list[tuple[str, object]] = (),
-                 max_inflight: int = 0) -> grpc.Server:
+                 max_inflight: int = 0, reload_api: str = "enabled", reload_wait_s: float = 60.0) -> grpc.Server:
     """Beyond `max_inflight` concurrent RPCs grpcio answers RESOURCE_EXHAUSTED at once (no unbounded queue)."""
     from concurrent import futures
 
@@ -179,9 +285,12 @@ def build_server(core: Core, registry: ModelRegistry, *, max_workers: int, tenso
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
                          options=options,
                          maximum_concurrent_rpcs=max_inflight or None)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(core, tensor_content=tensor_content), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core, registry), server)
+    server.add_generic_rpc_handlers((
+        _service("tensorflow.serving.PredictionService", PredictionServicer(core, tensor_content=tensor_content),
+                 _PREDICTION_METHODS, core.budget),
+        _service("tensorflow.serving.ModelService",
+                 ModelServicer(core, registry, reload_api=reload_api, reload_wait_s=reload_wait_s),
+                 _MODEL_METHODS, core.budget)))
     if health_servicer is not None:
         from grpc_health.v1 import health_pb2_grpc
 

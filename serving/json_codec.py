@@ -190,10 +190,14 @@ class _Parser:
             if math.isinf(v):
                 raise _ParseError("big", i)
             return Double(v)
-        v = int(tok)
-        if -(2**63) <= v < 2**64:
-            return v
-        return Double(float(tok))  # rapidjson reads too-large integers as doubles
+        if len(tok) <= 21:  # int() of thousands of digits is slow, and refused beyond 4,300 of them
+            v = int(tok)
+            if -(2**63) <= v < 2**64:
+                return v
+        v = float(tok)  # rapidjson reads too-large integers as doubles, and refuses them beyond a double's range
+        if math.isinf(v):
+            raise _ParseError("big", i)
+        return Double(v)
 
     def _string(self) -> str:
         s = self.s

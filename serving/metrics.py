@@ -94,3 +94,15 @@ def warmup(path: str, code_name: str, seconds: float, records: int) -> None:
 
 def version_state(model: str, version: int, state: int) -> None:
     VERSION_STATE.labels(model, str(version)).set(state)
+
+
+def forget_model(model: str) -> None:
+    """Drop every label value of a model removed from the config (label sets must not only grow)."""
+    for key in [k for k in _children if k[1] and k[1][0] == model]:
+        del _children[key]
+    for metric in (REQUEST_COUNT, REQUEST_LATENCY, RUNTIME_LATENCY, VERSION_STATE):
+        for labels in [lv for lv in list(metric._metrics) if lv and lv[0] == model]:  # noqa: SLF001
+            try:
+                metric.remove(*labels)
+            except KeyError:
+                pass

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Callable
 
 from serving.config import ModelServerConfig, validate
-from serving.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnknownError
+from serving.errors import DeadlineExceededError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnknownError
 from serving.versions import FileSystemSource, LoadPolicy, Loader, ModelVersions, State, VersionRecord
 
 log = logging.getLogger("serving.registry")
@@ -25,8 +26,10 @@ log = logging.getLogger("serving.registry")
 class ModelRegistry:
     def __init__(self, loader: Loader, *, load_policy: LoadPolicy, poll_seconds: int,
                  allow_unavailable_labels: bool = False,
-                 on_event: Callable[[str, VersionRecord], None] | None = None):
+                 on_event: Callable[[str, VersionRecord], None] | None = None,
+                 on_removed: Callable[[str], None] | None = None):
         self._loader = loader
+        self._on_removed = on_removed or (lambda name: None)
         self._load_policy = load_policy
         self._poll_seconds = poll_seconds
         self._allow_unavailable_labels = allow_unavailable_labels
@@ -90,8 +93,11 @@ class ModelRegistry:
                 out[m.name] = dict(m.version_labels)
         return out
 
-    def apply(self, cfg: ModelServerConfig) -> None:
-        """Validate and apply a full replacement config. New models are loaded before this returns."""
+    def apply(self, cfg: ModelServerConfig, wait_seconds: float | None = None, *, reload: bool = False) -> None:
+        """Validate and apply a full replacement config, then wait (at most `wait_seconds`) for each added
+        model's first version to load or fail (for a `reload`, a first failed attempt already answers, the
+        retries go on in the background; at start-up the retries decide, as in TF Serving). Only the validation and the swap hold the registry lock:
+        serving, polling and other reloads never wait on a model that is slow or broken to load."""
         with self._reload_lock:
             validate(cfg, self.config)
             if cfg.WhichOneof("config") is None:
@@ -114,25 +120,39 @@ class ModelRegistry:
             for name in removed:
                 mv = self._models.pop(name)
                 log.info("model %s removed from config; unloading its versions", name)
-                threading.Thread(target=mv.stop, name=f"unload-{name}", daemon=True).start()
+                threading.Thread(target=self._remove, args=(name, mv), name=f"unload-{name}", daemon=True).start()
             if self._poll_seconds >= 0 and added:
                 self.source.poll(added)
-            self._await(added)
+            waiting = [(m, self._models[m.name]) for m in added]
+        self._await(waiting, wait_seconds, reload)
 
-    def _await(self, added) -> None:
-        failures = []
-        for m in added:
-            mv = self._models[m.name]
+    def _remove(self, name: str, mv: ModelVersions) -> None:
+        mv.stop()
+        if name not in self._models:  # not re-added meanwhile
+            self._on_removed(name)
+
+    @staticmethod
+    def _await(waiting: list, timeout: float | None, first_attempt: bool) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failures, pending = [], []
+        for m, mv in waiting:
             if not mv.status():
                 log.warning("model %s has no loadable version under %s yet; it will load when one appears",
                             m.name, m.base_path)
                 continue
-            rec = mv.wait_first_done()
-            if rec is not None and rec.state == State.END and rec.error is not None:
-                failures.append(f"{{name: {m.name} version: {rec.version}}} due to error: {rec.error}")
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            rec = mv.wait_first_done(remaining, first_attempt=first_attempt)
+            if rec is None:
+                pending.append(m.name)
+            elif rec.error is not None and rec.state != State.AVAILABLE:
+                retrying = " (retrying in the background)" if rec.state != State.END else ""
+                failures.append(f"{{name: {m.name} version: {rec.version}}} due to error: {rec.error}{retrying}")
         if failures:
             raise UnknownError(f"{len(failures)} servable(s) did not become available: "
                                f"{{{', '.join(failures)}, }}")
+        if pending:
+            raise DeadlineExceededError(f"Config applied, but {', '.join(pending)} did not finish loading within "
+                                        f"{timeout:g}s; loading continues in the background (see GetModelStatus)")
 
     # ------------------------------------------------------------------------------------ polling
     def poll_now(self) -> None:
@@ -160,5 +180,6 @@ class ModelRegistry:
         threads = [threading.Thread(target=mv.stop, args=(timeout,), daemon=True) for mv in models]
         for t in threads:
             t.start()
+        deadline = time.monotonic() + timeout
         for t in threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))

@@ -10,11 +10,12 @@ AVAILABLE version, and false once shutdown starts) for Kubernetes probes.
 from __future__ import annotations
 
 import asyncio
-import gzip
+import html
 import logging
 import re
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from urllib.parse import unquote_to_bytes
@@ -23,6 +24,7 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from serving import json_codec, metrics
+from serving.admission import JSON_EXPANSION
 from serving.config import prometheus_path
 from serving.core import Spec
 from serving.errors import (DeadlineExceededError, InternalError, InvalidArgumentError, ResourceExhaustedError,
@@ -63,7 +65,7 @@ def _parse_model_info(method: str, path: str) -> tuple[bool, str, int | None, st
         name = _decode_arg(name, "model name")
     version = None
     if vstr:
-        v = int(vstr)
+        v = int(vstr) if len(vstr) <= 19 else 2**63  # thousands of digits: refused, never int()-converted
         if v >= 2**63:
             raise _EmptyBodyError(f"Failed to convert version: {vstr} to numeric.")
         version = v
@@ -169,16 +171,55 @@ def _esc(v: str) -> str:
 
 def _not_found_html(path: str) -> bytes:
     return (f"<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1><p>The requested URL "
-            f"{path} was not found on this server.</p></body></html>").encode()
+            f"{html.escape(path)} was not found on this server.</p></body></html>").encode()
+
+
+class _Refused(Exception):
+    """A request answered before its body was read (or while it was read)."""
+
+    def __init__(self, err: ServingError):
+        self.err = err
+
+
+def gunzip(body: bytes, limit: int, on_chunk=None) -> bytes:
+    """Decompress a gzip body (several members allowed, like gzip.decompress) in bounded steps; stop with
+    RESOURCE_EXHAUSTED as soon as the output passes `limit` (0 = none). `on_chunk(n)` sees every step, so the
+    memory budget grows with the output instead of after it."""
+    out, total, data = [], 0, body
+    step = 1 << 20
+    while data:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        while True:
+            try:
+                chunk = d.decompress(data, step)
+            except zlib.error:
+                raise InvalidArgumentError("Failed to decompress gzip request body") from None
+            total += len(chunk)
+            if limit and total > limit:
+                raise ResourceExhaustedError(f"Request body exceeds the limit of {limit} bytes once decompressed "
+                                             "(--rest_api_max_request_bytes)")
+            if on_chunk is not None and chunk:
+                on_chunk(len(chunk))
+            out.append(chunk)
+            data = d.unconsumed_tail
+            if d.eof or not data:
+                break
+        if not d.eof:
+            raise InvalidArgumentError("Failed to decompress gzip request body")
+        data = d.unused_data
+    return b"".join(out)
 
 
 class RestApp:
-    """The ASGI application."""
+    """The ASGI application. Routing and admission (in-flight limit, body size, memory budget) happen before
+    a byte of the body is read; the body is then read with those limits, and everything that costs CPU or
+    memory in proportion to it (gunzip, JSON, the model) runs in the worker pool."""
 
     def __init__(self, server, monitoring=None):
         opts = server.options
         self.server = server
         self.handler = RestHandler(server)
+        self.budget = server.core.budget
         self.pool = ThreadPoolExecutor(max_workers=max(1, opts.rest_api_num_threads), thread_name_prefix="rest")
         self.timeout = opts.rest_api_timeout_in_ms / 1000 if opts.rest_api_timeout_in_ms > 0 else None
         self.cors = opts.rest_api_enable_cors_support
@@ -186,99 +227,155 @@ class RestApp:
         self.max_inflight = max(0, opts.max_inflight_requests)
         self.max_body = max(0, opts.rest_api_max_request_bytes)
         self.inflight = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._running: set[asyncio.Future] = set()
+        self._cut = False
+
+    def cut_off(self) -> None:
+        """End of the shutdown grace period (on the loop): requests still running are answered 503 now."""
+        self._cut = True
+        for fut in list(self._running):
+            fut.cancel()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return
+        self.loop = self.loop or asyncio.get_running_loop()
         method = scope["method"]
         raw = scope.get("raw_path") or scope["path"].encode()
         path = raw.decode("latin-1")
         if scope.get("query_string"):
             path += "?" + scope["query_string"].decode("latin-1")
         headers = dict(scope.get("headers") or [])
-        too_big = self._too_big(headers.get(b"content-length"))
-        if too_big is not None:
-            await self._send(send, too_big.http_status, json_codec.error_json(too_big.message))
-            return
-        chunks, size, more = [], 0, True
-        while more:
-            msg = await receive()
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if self.max_body and size > self.max_body:
-                err = self._too_big(str(size).encode())
-                await self._send(send, err.http_status, json_codec.error_json(err.message))
-                return
-            chunks.append(chunk)
-            more = msg.get("more_body", False)
-        body = b"".join(chunks)
-        if b"gzip" in headers.get(b"content-encoding", b""):
-            try:
-                body = gzip.decompress(body)
-            except (OSError, EOFError):
-                await self._send(send, 400, json_codec.error_json("Failed to decompress gzip request body"))
-                return
+        unread = headers.get(b"content-length", b"0") not in (b"0", b"") or b"transfer-encoding" in headers
         if self.metrics_path is not None and path.split("?")[0] == self.metrics_path:
             if path != self.metrics_path:
                 await self._send(send, 400, f"Unexpected path: {path}. Should be {self.metrics_path}".encode(),
-                                 ctype=b"text/plain")
+                                 ctype=b"text/plain", close=unread)
                 return
-            await self._send(send, 200, prometheus_text(), ctype=b"text/plain")
+            await self._send(send, 200, prometheus_text(), ctype=b"text/plain", close=unread)
             return
         if path in ("/healthz", "/readyz") and method in ("GET", "HEAD"):
             ready = path == "/healthz" or (self.server.registry.all_models_available()
-                                           and not self.server._stop.is_set())
-            await self._send(send, 200 if ready else 503, b'{"status": "%s"}' % (b"ok" if ready else b"not ready"))
+                                           and not self.server.stopping)
+            await self._send(send, 200 if ready else 503, b'{"status": "%s"}' % (b"ok" if ready else b"not ready"), close=unread)
             return
         if not _V1_RE.fullmatch(path):
-            await self._send(send, 404, _not_found_html(path), ctype=b"text/html")
+            await self._send(send, 404, _not_found_html(path), ctype=b"text/html", close=unread)
             return
         if method == "OPTIONS":
             origin = headers.get(b"origin", b"").decode("latin-1")
-            await self._send(send, 200 if _ORIGIN_RE.fullmatch(origin) else 400, b"", ctype=None)
+            await self._send(send, 200 if _ORIGIN_RE.fullmatch(origin) else 400, b"", ctype=None, close=unread)
             return
         if self.max_inflight and self.inflight >= self.max_inflight:
             err = UnavailableError(f"Server is overloaded: {self.inflight} REST requests in flight "
                                    f"(--max_inflight_requests={self.max_inflight}); retry later")
             metrics.request("", "", "REST", err.code.name, None)
-            await self._send(send, err.http_status, json_codec.error_json(err.message))
+            await self._send(send, err.http_status, json_codec.error_json(err.message), close=unread)
             return
         self.inflight += 1
         _IN_FLIGHT.inc()
+        held = None
         try:
-            await self._process(send, method, path, body)
+            held = self._admit(headers.get(b"content-length"))
+            body = await self._read_body(receive, held)
+            if body is None:  # the client went away
+                return
+            await self._process(send, method, path, body, headers, held)
+        except _Refused as r:
+            metrics.request("", "", "REST", r.err.code.name, None)
+            await self._send(send, r.err.http_status, json_codec.error_json(r.err.message), close=True)
         finally:
             self.inflight -= 1
             _IN_FLIGHT.dec()
+            if held is not None:
+                held.release()
 
-    def _too_big(self, length: bytes | None) -> ResourceExhaustedError | None:
+    def _admit(self, length: bytes | None):
+        """Reserve what the declared body will cost once parsed, before reading it."""
         try:
-            n = int(length) if length else 0
+            n = int(length) if length and len(length) < 20 else (0 if not length else None)
         except ValueError:
-            return None
+            n = None
+        if n is None:
+            raise _Refused(InvalidArgumentError("Invalid Content-Length header"))
         if self.max_body and n > self.max_body:
-            return ResourceExhaustedError(f"Request body of {n} bytes exceeds the limit of {self.max_body} bytes "
-                                          "(--rest_api_max_request_bytes)")
-        return None
+            raise _Refused(self._too_big(n))
+        try:
+            return self.budget.reserve(n * (1 + JSON_EXPANSION), f"A JSON request body of {n} bytes")
+        except ServingError as e:
+            raise _Refused(e) from None
 
-    async def _process(self, send, method: str, path: str, body: bytes) -> None:
+    def _too_big(self, n: int) -> ResourceExhaustedError:
+        return ResourceExhaustedError(f"Request body of {n} bytes exceeds the limit of {self.max_body} bytes "
+                                      "(--rest_api_max_request_bytes)")
+
+    async def _read_body(self, receive, held) -> bytes | None:
+        chunks, size = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return None
+            chunk = msg.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if self.max_body and size > self.max_body:
+                    raise _Refused(self._too_big(size))
+                if size * (1 + JSON_EXPANSION) > held.bytes:  # chunked, or longer than declared
+                    try:
+                        held.grow(size * (1 + JSON_EXPANSION) - held.bytes, f"A JSON request body of {size} bytes")
+                    except ServingError as e:
+                        raise _Refused(e) from None
+                chunks.append(chunk)
+            if not msg.get("more_body", False):
+                return b"".join(chunks)
+
+    def _run(self, method: str, path: str, body: bytes, gzipped: bool, held, deadline: float | None):
+        """Worker-pool side: gunzip with limits, then the handler (skipped when its deadline has passed)."""
+        if gzipped:
+            try:
+                body = gunzip(body, self.max_body,
+                              lambda n: held.grow(n * (1 + JSON_EXPANSION), "A decompressed JSON request body"))
+            except ServingError as e:
+                return e.http_status, json_codec.error_json(e.message), "", "", e.code.name
+        if deadline is not None and time.monotonic() > deadline:  # the client already has its 504
+            err = DeadlineExceededError("Deadline Exceeded")
+            return err.http_status, json_codec.error_json(err.message), "", "", err.code.name
+        return self.handler.process(method, path, body)
+
+    async def _process(self, send, method: str, path: str, body: bytes, headers: dict, held) -> None:
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self.pool, self.handler.process, method, path, body)
         is_inference = method == "POST"
+        timeout = self.timeout if is_inference else None
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        gzipped = b"gzip" in headers.get(b"content-encoding", b"")
+        fut = loop.run_in_executor(self.pool, self._run, method, path, body, gzipped, held, deadline)
+        self._running.add(fut)
         try:
-            if is_inference and self.timeout is not None:
-                status, out, model, api, code = await asyncio.wait_for(fut, self.timeout)
+            if timeout is not None:
+                status, out, model, api, code = await asyncio.wait_for(fut, timeout)
             else:
                 status, out, model, api, code = await fut
         except asyncio.TimeoutError:
             err = DeadlineExceededError("Deadline Exceeded")
             status, out, model, api, code = err.http_status, json_codec.error_json(err.message), "", "", err.code.name
-        metrics.request(model, api, "REST", code, time.perf_counter() - t0)
+        except asyncio.CancelledError:
+            if not self._cut:
+                raise
+            err = UnavailableError("Server is shutting down: the request did not finish within the shutdown grace "
+                                   "period (--shutdown_grace_period_seconds)")
+            status, out, model, api, code = err.http_status, json_codec.error_json(err.message), "", "", err.code.name
+        finally:
+            self._running.discard(fut)
+        metrics.request(self.server.core.metric_model_name(model), api, "REST", code, time.perf_counter() - t0)
         await self._send(send, status, out)
 
-    async def _send(self, send, status: int, body: bytes, ctype: bytes | None = _JSON[1]) -> None:
+    async def _send(self, send, status: int, body: bytes, ctype: bytes | None = _JSON[1], close: bool = False) -> None:
+        """`close`: the request's body was not (fully) read; closing beats reading the rest of it to discard."""
         headers = [(b"content-length", str(len(body)).encode())]
+        if close:
+            headers.append((b"connection", b"close"))
         if ctype is not None:
             headers.append((b"content-type", ctype))
         if self.cors:
@@ -291,12 +388,16 @@ def start_rest(server, monitoring=None) -> None:
     """Serve the REST API in a background thread; returns once the port accepts connections."""
     import uvicorn
 
+    from serving.rest_protocol import guarded_protocol
+
     opts = server.options
     app = RestApp(server, monitoring)
-    config = uvicorn.Config(app, host="0.0.0.0", port=opts.rest_api_port, loop="uvloop", http="httptools",
-                            lifespan="off", log_level="warning", access_log=False, server_header=False,
-                            date_header=False, timeout_keep_alive=30,
-                            timeout_graceful_shutdown=max(1, opts.shutdown_grace_period_seconds))
+    grace = max(0, opts.shutdown_grace_period_seconds)
+    config = uvicorn.Config(app, host=opts.rest_api_bind_address, port=opts.rest_api_port, loop="uvloop",
+                            http=guarded_protocol(opts), ws="none", lifespan="off", log_level="warning",
+                            access_log=False, server_header=False, date_header=False,
+                            timeout_keep_alive=max(1, opts.rest_api_idle_timeout_seconds),
+                            timeout_graceful_shutdown=grace + 2)
     userver = uvicorn.Server(config)
     t = threading.Thread(target=userver.run, name="rest", daemon=True)
     t.start()
@@ -305,11 +406,14 @@ def start_rest(server, monitoring=None) -> None:
         if not t.is_alive() or time.monotonic() > deadline:
             raise InternalError(f"Failed to start HTTP/REST server on port {opts.rest_api_port}")
         time.sleep(0.01)
-    log.info("Exporting HTTP/REST API at:0.0.0.0:%d ...", opts.rest_api_port)
+    log.info("Exporting HTTP/REST API at:%s:%d ...", opts.rest_api_bind_address, opts.rest_api_port)
 
     def stop(grace: float) -> None:
         userver.should_exit = True
         t.join(grace)
-        app.pool.shutdown(wait=True)
+        if t.is_alive() and app.loop is not None:
+            app.loop.call_soon_threadsafe(app.cut_off)
+            t.join(2)
+        app.pool.shutdown(wait=False, cancel_futures=True)
 
     server.stoppers.append(stop)

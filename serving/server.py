@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from serving import metrics
 from serving.config import (BatchingParameters, ModelServerConfig, MonitoringConfig, parse_text_file,
                             single_model_config)
+from serving.admission import MemoryBudget
 from serving.core import Core
 from serving.errors import InvalidArgumentError, ServingError
 from serving.flags import ServerOptions, unsupported_settings
@@ -48,23 +49,30 @@ class Server:
 
     def stop(self, grace: float = 20.0) -> None:
         """Readiness goes false first; then both transports stop accepting and let in-flight requests
-        finish (up to `grace` s, in parallel); then every version unloads."""
+        finish until `grace` s have passed (in parallel); requests still running then are answered
+        UNAVAILABLE by their transport; then every version unloads. Bounded by `grace` + a few seconds."""
         if self._stop.is_set():
             return
+        deadline = time.monotonic() + grace
         self._stop.set()
         self.update_health()
-        waits = [threading.Thread(target=s, args=(grace,)) for s in self.stoppers]
+        waits = [threading.Thread(target=s, args=(grace,), daemon=True) for s in self.stoppers]
         if self.grpc_server is not None:
-            waits.append(threading.Thread(target=lambda: self.grpc_server.stop(grace).wait(grace + 1)))
+            waits.append(threading.Thread(target=lambda: self.grpc_server.stop(grace).wait(grace + 1), daemon=True))
         for t in waits:
             t.start()
         for t in waits:
-            t.join(grace + 5)
-        self.registry.stop(grace)
+            t.join(max(0.0, deadline - time.monotonic()) + 2)
+        self.registry.stop(max(0.0, deadline - time.monotonic()) + 1)
         self.stopped.set()
 
-    def wait(self) -> None:
-        self._stop.wait()
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once shutdown has begun."""
+        return self._stop.wait(timeout)
 
 
 def validate_options(opts: ServerOptions) -> None:
@@ -77,6 +85,9 @@ def validate_options(opts: ServerOptions) -> None:
     if not opts.model_base_path and not opts.model_config_file:
         raise InvalidArgumentError("Both server_options.model_base_path and server_options.model_config_file "
                                    "are empty!")
+    if opts.model_config_reload_api not in ("enabled", "unix_socket_only", "disabled"):
+        raise InvalidArgumentError(f"--model_config_reload_api must be enabled, unix_socket_only or disabled, "
+                                   f"not '{opts.model_config_reload_api}'")
 
 
 def load_config(opts: ServerOptions) -> ModelServerConfig:
@@ -194,8 +205,11 @@ def build_and_start(opts: ServerOptions) -> Server:
     registry = ModelRegistry(loader, load_policy=LoadPolicy(max(0, opts.max_num_load_retries), max(0.0, interval)),
                              poll_seconds=opts.file_system_poll_wait_seconds,
                              allow_unavailable_labels=opts.allow_version_labels_for_unavailable_models,
-                             on_event=on_event)
-    server = Server(opts, registry, Core(registry, method_name_check=opts.enable_signature_method_name_check))
+                             on_event=on_event, on_removed=metrics.forget_model)
+    budget = MemoryBudget(opts.request_memory_budget_bytes)
+    server = Server(opts, registry, Core(registry, method_name_check=opts.enable_signature_method_name_check,
+                                         budget=budget))
+    _raise_open_file_limit()
     holder["server"] = server
     registry.apply(config)  # blocks until every model's first version is AVAILABLE or failed
     registry.start_polling()
@@ -225,10 +239,13 @@ def _start_grpc(server: Server) -> None:
     gs = build_server(server.core, server.registry, max_workers=max(1, opts.grpc_max_threads),
                       tensor_content=opts.enable_serialization_as_tensor_content,
                       health_servicer=server.health,
-                      extra_options=parse_channel_arguments(opts.grpc_channel_arguments),
-                      max_inflight=max(0, opts.max_inflight_requests))
+                      extra_options=[("grpc.max_receive_message_length", opts.grpc_max_receive_message_bytes),
+                                     *parse_channel_arguments(opts.grpc_channel_arguments)],
+                      max_inflight=max(0, opts.max_inflight_requests),
+                      reload_api=opts.model_config_reload_api,
+                      reload_wait_s=float(max(0, opts.model_config_reload_wait_seconds)))
     if opts.port:
-        server.grpc_port = gs.add_insecure_port(f"0.0.0.0:{opts.port}")
+        server.grpc_port = gs.add_insecure_port(f"{_host_port(opts.grpc_bind_address, opts.port)}")
         if not server.grpc_port:
             raise InvalidArgumentError("Failed to BuildAndStart gRPC server")
     if opts.grpc_socket_path:
@@ -236,9 +253,26 @@ def _start_grpc(server: Server) -> None:
     gs.start()
     server.grpc_server = gs
     if opts.port:
-        log.info("Running gRPC ModelServer at 0.0.0.0:%d ...", server.grpc_port)
+        log.info("Running gRPC ModelServer at %s ...", _host_port(opts.grpc_bind_address, server.grpc_port))
     if opts.grpc_socket_path:
         log.info("Running gRPC ModelServer at UNIX socket %s ...", opts.grpc_socket_path)
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _raise_open_file_limit() -> None:
+    """Idle REST connections must not be what runs the process out of descriptors: use the hard limit."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        if soft != resource.RLIM_INFINITY and target > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, ValueError, OSError) as e:
+        log.warning("could not raise the open-file limit: %s", e)
 
 
 def _start_config_poller(server: Server) -> None:
@@ -257,7 +291,8 @@ def _start_config_poller(server: Server) -> None:
             if cfg == server.registry.config:
                 continue
             try:
-                server.registry.apply(cfg)
+                server.registry.apply(cfg, wait_seconds=float(max(0, opts.model_config_reload_wait_seconds)),
+                                      reload=True)
                 log.info("reloaded model config from %s", opts.model_config_file)
             except ServingError as e:
                 log.error("model config reload from %s failed: %s", opts.model_config_file, e)

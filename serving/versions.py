@@ -139,13 +139,15 @@ class ModelVersions:
         with self._cond:
             return list(self._ready)
 
-    def wait_first_done(self, timeout: float | None = None) -> VersionRecord | None:
-        """Block until some version is AVAILABLE or has failed; returns it (None on timeout)."""
+    def wait_first_done(self, timeout: float | None = None, *, first_attempt: bool = False) -> VersionRecord | None:
+        """Block until some version is AVAILABLE or has failed for good (with `first_attempt`: or a first load
+        attempt has failed while its retries are still pending); returns it (None on timeout)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
                 for rec in sorted(self._history.values(), key=lambda r: -r.version):
-                    if rec.state == State.AVAILABLE or (rec.state == State.END and rec.error is not None):
+                    if rec.state == State.AVAILABLE or (rec.error is not None
+                                                         and (first_attempt or rec.state == State.END)):
                         return rec
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -217,6 +219,9 @@ class ModelVersions:
                          time.monotonic() - t0)
                 return
             attempt += 1
+            with self._cond:
+                rec.error = err  # visible to wait_first_done while retries are pending
+                self._cond.notify_all()
             log.error("loading model %s version %d failed (attempt %d): %s", self.name, rec.version, attempt, err)
             with self._cond:
                 if attempt > self._policy.max_num_load_retries or not rec.aspired:
@@ -265,10 +270,28 @@ class FileSystemSource:
         self._emit = emit
         self._settle = settle_seconds
         self._pending: dict[str, tuple] = {}
+        # Paths that passed the settle check once. They stay candidates for as long as the directory exists
+        # (TF Serving's rule): a backup agent touching a file must never unload a served version.
+        # Keyed by path, valued by the directory's inode, so a deleted-and-recreated version is checked again.
+        self._admitted: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._warned: set[str] = set()
 
     def _ready_to_load(self, path: str) -> bool:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        ident = (st.st_dev, st.st_ino)
+        if self._admitted.get(path) == ident:
+            return True
+        if self._settled(path):
+            self._admitted[path] = ident
+            return True
+        return False
+
+    def _settled(self, path: str) -> bool:
+        """Only for versions never admitted: complete, and unchanged since the last poll or old enough."""
         if not is_complete(path):
             if path not in self._warned:
                 log.warning("version directory %s is incomplete (no saved_model.pb or variables); "
@@ -308,6 +331,10 @@ class FileSystemSource:
                 log.error("duplicate version %d of %s (%s); keeping %s", v, model.name, name, found[v])
                 continue
             found[v] = os.path.join(base, name)  # latest/specific: lexicographically last name wins
+        present = set(found.values())
+        prefix = os.path.join(base, "")
+        for gone in [p for p in self._admitted if p.startswith(prefix) and p not in present]:
+            del self._admitted[gone]
         candidates = {v: p for v, p in found.items() if self._ready_to_load(p)}
         if not found:
             log.warning("No versions of servable %s found under base path %s. Did you forget to name your "

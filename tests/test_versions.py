@@ -274,3 +274,80 @@ def test_removed_model_is_unloaded_and_unknown(tmp_path):
         reg.resolve("m", None, None)
     _wait(lambda: _states(mv)[1] == State.END)
     reg.stop()
+
+
+# ------------------------------------------------------------------------------------ reliability 2
+
+def test_admitted_version_stays_a_candidate_while_its_files_change(tmp_path):
+    """A served version is never dropped because something wrote into it (backup agents, log writers),
+    nor because it is still younger than the settle time on the poll after it was admitted."""
+    _version(tmp_path, "1")
+    src = FileSystemSource(lambda n, v: None, settle_seconds=60)
+    assert src.scan(_model(tmp_path)) == {}  # fresh: look again next poll
+    assert sorted(src.scan(_model(tmp_path))) == [1]  # unchanged since last poll: admitted
+    for i in range(5):  # still fresh, and written to on every poll
+        (tmp_path / "1" / "saved_model.pb").write_bytes(b"x" * (i + 2))
+        (tmp_path / "1" / "assets.extra").mkdir(exist_ok=True)
+        (tmp_path / "1" / "assets.extra" / "log").write_text("line\n" * i)
+        assert sorted(src.scan(_model(tmp_path))) == [1]
+
+
+def test_recreated_version_directory_is_checked_again(tmp_path):
+    import shutil
+
+    _version(tmp_path, "1")
+    src = FileSystemSource(lambda n, v: None, settle_seconds=60)
+    src.scan(_model(tmp_path))
+    assert sorted(src.scan(_model(tmp_path))) == [1]
+    shutil.rmtree(tmp_path / "1")
+    assert src.scan(_model(tmp_path)) == {}
+    _version(tmp_path, "1")  # re-created under the same name: fresh again, so it must settle again
+    assert src.scan(_model(tmp_path)) == {}
+    assert sorted(src.scan(_model(tmp_path))) == [1]
+
+
+def test_reload_of_a_stuck_model_neither_blocks_polling_nor_waits_unbounded(tmp_path):
+    from serving.errors import DeadlineExceededError
+
+    good, stuck = tmp_path / "good", tmp_path / "stuck"
+    _version(good, "1")
+    _version(stuck, "1")
+    gate = threading.Event()
+
+    class Loader(FakeLoader):
+        def __call__(self, model, version, path):
+            if model == "stuck":
+                gate.wait(30)  # a load that takes "forever"
+            return super().__call__(model, version, path)
+
+    reg = ModelRegistry(Loader(), load_policy=FAST, poll_seconds=0)
+    reg.source = FileSystemSource(reg._emit, settle_seconds=0)
+    one = f'config {{ name: "good" base_path: "{good}" model_platform: "tensorflow" }}'
+    two = one + f' config {{ name: "stuck" base_path: "{stuck}" model_platform: "tensorflow" }}'
+    reg.apply(text_format.Parse(f"model_config_list {{ {one} }}", ModelServerConfig()))
+    t0 = time.monotonic()
+    with pytest.raises(DeadlineExceededError, match="stuck did not finish loading within 0.5s"):
+        reg.apply(text_format.Parse(f"model_config_list {{ {two} }}", ModelServerConfig()), wait_seconds=0.5,
+                  reload=True)
+    assert time.monotonic() - t0 < 5
+    _version(good, "2")  # polling (which takes the registry lock) goes on while "stuck" is loading
+    done = threading.Event()
+    threading.Thread(target=lambda: (reg.poll_now(), done.set()), daemon=True).start()
+    assert done.wait(5), "poll blocked behind a loading model"
+    _wait(lambda: reg.model("good").available() == [2])
+    gate.set()
+    _wait(lambda: reg.model("stuck").available() == [1])
+    reg.stop()
+
+
+def test_reload_answers_at_the_first_failed_attempt_while_retries_go_on(tmp_path):
+    _version(tmp_path, "1")
+    slow_retries = LoadPolicy(max_num_load_retries=5, load_retry_interval_s=60.0)
+    reg = ModelRegistry(FakeLoader(fail={1}), load_policy=slow_retries, poll_seconds=0)
+    reg.source = FileSystemSource(reg._emit, settle_seconds=0)
+    t0 = time.monotonic()
+    with pytest.raises(UnknownError, match=r"cannot load 1 \(retrying in the background\)"):
+        reg.apply(_config(tmp_path), wait_seconds=30, reload=True)
+    assert time.monotonic() - t0 < 5
+    assert reg.model("m").status()[0].state == State.LOADING  # status shows no error while retries remain
+    reg.stop(1)

@@ -1,0 +1,61 @@
+"""A normal client for the hostile tier, in its own process so the attacker's GIL cannot slow it down:
+`python -m tests.hostile_probe GRPC_TARGET REST_URL X_JSON EXPECTED_JSON` sends a gRPC and a REST predict
+of `linear` every 100 ms until stdin closes, then prints a JSON summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+import grpc
+import numpy as np
+import requests
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from tests.test_grpc_integration import predict_request
+
+
+def main() -> None:
+    target, url, x_json, expected_json = sys.argv[1:5]
+    x = np.asarray(json.loads(x_json), np.float32)
+    expected = np.asarray(json.loads(expected_json))
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+    session = requests.Session()
+    out = {"answered": 0, "slowest": 0.0, "failures": []}
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+
+    def via_grpc():
+        resp = stub.Predict(predict_request("linear", {"x": x}), timeout=5)
+        return np.array(resp.outputs["y"].float_val).reshape(expected.shape)
+
+    def via_rest():
+        r = session.post(url + "/v1/models/linear:predict", json={"instances": x.tolist()}, timeout=5)
+        r.raise_for_status()
+        return np.array(r.json()["predictions"])
+
+    print("ready", flush=True)
+    while not stop.is_set():
+        for what, fn in (("gRPC predict", via_grpc), ("REST predict", via_rest)):
+            t0 = time.perf_counter()
+            try:
+                got = fn()
+            except Exception as e:  # noqa: BLE001 - any failure of a normal request is a finding
+                out["failures"].append(f"{what}: {type(e).__name__}: {e}"[:300])
+                continue
+            dt = time.perf_counter() - t0
+            out["slowest"] = max(out["slowest"], dt)
+            if not np.allclose(got, expected, rtol=1e-5):
+                out["failures"].append(f"{what}: wrong answer {got.tolist()}")
+            elif dt > 1.0:
+                out["failures"].append(f"{what}: answered in {dt:.2f}s")
+            else:
+                out["answered"] += 1
+        stop.wait(0.1)
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
