@@ -114,11 +114,11 @@ def hostile(zoo, tmp_path_factory):
                    f'"tensorflow" }} config {{ name: "mlp" base_path: "{root}/mlp" model_platform: "tensorflow" }} }}')
     mon = root / "monitoring.config"
     mon.write_text('prometheus_config { enable: true path: "/metrics" }')
+    expected = np.asarray(trained["linear"].model.predict(X, verbose=0))
     srv = ServerProcess([f"--model_config_file={cfg}", "--file_system_poll_wait_seconds=1",
                          f"--monitoring_config_file={mon}", "--rest_api_header_timeout_seconds=2",
                          "--rest_api_body_timeout_seconds=3", "--rest_api_max_connections=200"])
-    srv.root = root
-    srv.expected = np.asarray(trained["linear"].model.predict(X, verbose=0))
+    srv.root, srv.expected = root, expected
     try:
         yield srv.wait_ready()
     finally:
