@@ -68,3 +68,19 @@ def demo_server(zoo, tmp_path_factory):
     finally:
         srv.stop()
 
+
+
+def pytest_collection_modifyitems(config, items):
+    """Against an external server (TFS_GRPC: the compose stack or a tensorflow/serving container) only the
+    integration tests that talk to that server run; those that start a server process of their own would
+    only repeat what `make test` already ran."""
+    if not os.environ.get("TFS_GRPC"):
+        return
+    keep, drop = [], []
+    for item in items:
+        own_server = item.get_closest_marker("integration") and "demo_server" not in item.fixturenames \
+            and "stack" not in item.fixturenames
+        (drop if own_server else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

@@ -28,6 +28,11 @@ def compose() -> dict:
     return yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
 
 
+def _default(value: str) -> str:
+    """`${VAR:-default}` → default, the way compose interpolates an unset variable."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
 def _k8s(name: str) -> list[dict]:
     return [d for d in yaml.safe_load_all((DOCKER / "k8s" / name).read_text()) if d]
 
@@ -67,13 +72,16 @@ def test_mounts_agree_with_models_config_and_every_file_flag():
         src, dst = (v.rsplit(":", 2) if v.endswith((":ro", ":rw")) else v.rsplit(":", 1))[:2]
         mounts[dst] = src
     assert mounts["/models"] == "${MODELS_DIR:-../models}"
+    assert mounts["/config"] == "${CONFIG_DIR:-../serving}"  # a directory: renames of models.config show
     cfg = cfgmod.parse_text_file(REPO / "serving" / "models.config", cfgmod.ModelServerConfig)
     for m in cfg.model_config_list.config:
         assert m.base_path == f"/models/{m.name}"  # i.e. ./models/<name>, where `make export` writes
     values = parse_flags(svc["command"]).values
     for flag in ("model_config_file", "batching_parameters_file", "monitoring_config_file"):
-        src = mounts[values[flag]]
-        assert (DOCKER / src).resolve().is_file(), f"{flag} mounts {src}, which does not exist"
+        src = (DOCKER / _default(mounts["/config"]) / values[flag].removeprefix("/config/")).resolve()
+        assert src.is_file(), f"{flag} is {values[flag]}, but {src} does not exist"
+    assert (DOCKER / mounts["/healthcheck.sh"]).resolve() == DOCKER / "healthcheck.sh"
+    assert "linear" not in json.dumps(svc["healthcheck"])  # no demo model hard-coded
     assert (DOCKER / "../models").resolve() == REPO / "models"  # where `make export` publishes
 
 
@@ -88,7 +96,9 @@ def test_config_files_parse_with_the_protobuf_classes():
 def test_gpu_variant_differs_only_in_image_and_device_reservation():
     services = compose()["services"]
     cpu, gpu = copy.deepcopy(services["tfserving"]), copy.deepcopy(services["tfserving-gpu"])
-    assert cpu["image"] == "tensorflow/serving:2.21.0" and gpu["image"] == cpu["image"] + "-gpu"
+    assert _default(cpu["image"]) == "tensorflow/serving:2.21.0"
+    assert _default(gpu["image"]) == _default(cpu["image"]) + "-gpu"
+    assert cpu["image"].startswith("${TFS_IMAGE:-") and gpu["image"].startswith("${TFS_GPU_IMAGE:-")
     devices = gpu.pop("deploy")["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert gpu.pop("profiles") == ["gpu"]
@@ -99,17 +109,31 @@ def test_gpu_variant_differs_only_in_image_and_device_reservation():
 def test_image_tag_matches_the_tensorflow_that_exports():
     import tensorflow as tf
 
-    tag = compose()["services"]["tfserving"]["image"].split(":")[1]
+    tag = _default(compose()["services"]["tfserving"]["image"]).split(":")[1]
     assert tuple(map(int, tf.__version__.split(".")[:2])) <= tuple(map(int, tag.split(".")[:2]))
     assert f"ARG TFS_TAG={tag}" in (DOCKER / "Dockerfile").read_text()
 
 
 def test_dockerfile_flags_parse():
     assert _check_flags(_dockerfile_args("Dockerfile"))["model_config_file"] == "/config/models.config"
-    embedded = _dockerfile_args("Dockerfile.embedded")
-    values = _check_flags(embedded)
+    text = (DOCKER / "Dockerfile.embedded").read_text()
+    assert "COPY serving/" in text and "ARG BASE=" in text and "FROM ${BASE}" in text
+    # the entrypoint passes what the official image's does, then the user's arguments
+    entry = (DOCKER / "entrypoint.sh").read_text().replace("\\\n", " ")
+    args = re.findall(r"--[a-z_]+=\S+", entry)
+    values = parse_flags([a.replace('"${MODEL_NAME:-model}"', "model")
+                          .replace('"${MODEL_BASE_PATH:-/models}/${MODEL_NAME:-model}"', "/models/model")
+                          for a in args]).values
     assert values["port"] == 8500 and values["rest_api_port"] == 8501
-    assert "COPY serving/" in (DOCKER / "Dockerfile.embedded").read_text()
+    assert values["model_name"] == "model" and values["model_base_path"] == "/models/model"
+    assert '"$@"' in entry
+
+
+def test_dockerignore_keeps_the_build_context_small():
+    lines = (REPO / ".dockerignore").read_text().split()
+    assert lines[lines.index("*")] == "*"  # everything excluded first, then only what the images copy
+    assert "!serving/" in lines and "!requirements.lock" in lines and ".venv" not in " ".join(
+        ln for ln in lines if ln.startswith("!"))
 
 
 def test_kubernetes_manifests():
@@ -123,11 +147,8 @@ def test_kubernetes_manifests():
     assert mounts["/models"] == "models" and mounts["/config"] == "config"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"grpc": 8500, "http": 8501}
-    assert c["readinessProbe"]["httpGet"]["port"] in ports and c["livenessProbe"]["tcpSocket"]["port"] in ports
-    model = c["readinessProbe"]["httpGet"]["path"].rsplit("/", 1)[1]
-    names = {m.name for m in cfgmod.parse_text_file(REPO / "serving" / "models.config",
-                                                    cfgmod.ModelServerConfig).model_config_list.config}
-    assert model in names
+    assert c["readinessProbe"]["exec"]["command"] == ["bash", "/config/healthcheck.sh"]
+    assert c["livenessProbe"]["tcpSocket"]["port"] in ports
     assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 10 and "preStop" in c["lifecycle"]
     assert {p["port"] for p in svc["spec"]["ports"]} == {8500, 8501}
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
@@ -136,26 +157,78 @@ def test_kubernetes_manifests():
     for entry in kust["configMapGenerator"][0]["files"]:
         key, path = entry.split("=")
         assert (DOCKER / "k8s" / "base" / path).resolve().is_file(), path
-        assert values[{"models.config": "model_config_file", "batching.config": "batching_parameters_file",
-                       "monitoring.config": "monitoring_config_file"}[key]] == f"/config/{key}"
+        if key != "healthcheck.sh":
+            assert values[{"models.config": "model_config_file", "batching.config": "batching_parameters_file",
+                           "monitoring.config": "monitoring_config_file"}[key]] == f"/config/{key}"
     (gpu,) = _k8s("overlays/gpu/kustomization.yaml")
     assert gpu["images"] == [{"name": "tensorflow/serving", "newTag": "2.21.0-gpu"}]
     assert "nvidia.com~1gpu" in gpu["patches"][0]["patch"]
 
 
+def test_kubernetes_config_copies_do_not_drift():
+    copies = DOCKER / "k8s" / "base" / "config"
+    for name in ("models.config", "batching.config", "monitoring.config"):
+        assert (copies / name).read_text() == (REPO / "serving" / name).read_text(), \
+            f"docker/k8s/base/config/{name} differs from serving/{name}: run `make k8s-config`"
+    assert (copies / "healthcheck.sh").read_text() == (DOCKER / "healthcheck.sh").read_text()
+
+
+@pytest.mark.parametrize("overlay", ["cpu", "gpu", "embedded"])
+def test_kustomize_renders_every_overlay_to_valid_kubernetes(overlay):
+    """What `kubectl apply -k` would send, validated against the Kubernetes schemas."""
+    import kubernetes_validate
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (with its built-in kustomize) is not installed")
+    out = subprocess.run([kubectl, "kustomize", str(DOCKER / "k8s" / "overlays" / overlay)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    assert {d["kind"] for d in docs} == {"ConfigMap", "Service", "PersistentVolumeClaim", "Deployment",
+                                          "HorizontalPodAutoscaler"}
+    for d in docs:
+        kubernetes_validate.validate(d, "1.32.0", strict=True)
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert cm["data"]["models.config"] == (REPO / "serving" / "models.config").read_text()
+    volume = [v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "config"][0]
+    assert volume["configMap"]["name"] == cm["metadata"]["name"]  # the generated, hash-suffixed name
+    image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == {"cpu": "tensorflow/serving:2.21.0", "gpu": "tensorflow/serving:2.21.0-gpu",
+                     "embedded": "tf-serving-bundle-embedded:local"}[overlay]
+
+
+def test_compose_file_is_valid_for_docker_compose_including_the_gpu_profile():
+    r = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True) \
+        if shutil.which("docker") else None
+    if r is None or r.returncode != 0:
+        pytest.skip("Docker Compose v2 is not installed (make docker-bootstrap installs it)")
+    out = subprocess.run(["docker", "compose", "-f", str(DOCKER / "docker-compose.yml"), "--profile", "gpu",
+                          "config", "--format", "json"], capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/local/bin:/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+    assert services["tfserving"]["image"] == "tensorflow/serving:2.21.0"
+    assert services["tfserving-gpu"]["image"] == "tensorflow/serving:2.21.0-gpu"
+    assert services["tfserving-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+    assert {p["host_ip"] for s in services.values() for p in s["ports"]} == {"127.0.0.1"}
+
+
 @pytest.mark.integration
-def test_make_serve_auto_falls_back_to_embedded_without_docker(zoo, tmp_path):
-    if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
-        pytest.skip("a Docker engine is available here")
+def test_make_serve_auto_falls_back_to_embedded_without_engine_or_image(zoo, tmp_path):
     base, _ = zoo
     run_dir = tmp_path / "run"
     grpc_port, rest_port = free_port(), free_port()
-    args = [f"MODELS={base}", f"RUN={run_dir}", f"GRPC_PORT={grpc_port}", f"REST_PORT={rest_port}"]
+    args = [f"MODELS={base}", f"RUN={run_dir}", f"GRPC_PORT={grpc_port}", f"REST_PORT={rest_port}",
+            "TFS_IMAGE=tfsb-test/not-built-here:0"]  # an engine may answer; this image is never present
     r = subprocess.run(["make", "serve", "SERVER=auto", "DETACH=1", *args], cwd=REPO, capture_output=True,
                        text=True, timeout=600)
     try:
         assert r.returncode == 0, r.stdout + r.stderr
-        assert "no Docker engine reachable" in r.stdout and "using the embedded server" in r.stdout
+        assert "using the embedded server" in r.stdout
+        assert "no Docker engine reachable" in r.stdout or \
+            "image tfsb-test/not-built-here:0 is not present locally" in r.stdout, r.stdout
         assert f"backend: embedded (python -m serving), gRPC localhost:{grpc_port}" in r.stdout
         import requests
 
