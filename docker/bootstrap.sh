@@ -59,7 +59,7 @@ install_compose() {
   local bin
   bin=$("$PY" -c "import shutil, sys, os; print(shutil.which('docker-compose', path=os.path.dirname(sys.executable)))")
   as_root mkdir -p /usr/local/lib/docker/cli-plugins
-  as_root ln -sf "$(readlink -f "$bin")" /usr/local/lib/docker/cli-plugins/docker-compose
+  as_root install -m 0755 "$(readlink -f "$bin")" /usr/local/lib/docker/cli-plugins/docker-compose
   docker compose version
   done_step
 }

@@ -86,6 +86,9 @@ class Probe:
         assert self.summary["failures"] == [], self.summary["failures"][:5]
         assert self.summary["answered"] >= 4, f"the probe got only {self.summary['answered']} answers in"
         grown = self.peak_kb - self.fresh_kb
+        print(f"\n[hostile] {os.environ.get('PYTEST_CURRENT_TEST', '?').split(' ')[0]}: RSS before "
+              f"{self.fresh_kb / 1024:.0f} MiB, peak +{grown / 1024:.0f} MiB, probe {self.summary['answered']} "
+              f"answers, slowest {self.summary['slowest'] * 1000:.0f} ms")
         assert grown < RSS_MARGIN_KB, f"peak RSS grew by {grown / 1024:.0f} MiB"
         after = _available(srv)
         if rollover:  # a newer version may have replaced one, but every model kept serving
@@ -492,3 +495,65 @@ def test_grace_period_is_enforced_and_cut_requests_get_503(zoo, tmp_path):
     assert results and results[0][0] == 503, results
     assert "grace period" in results[0][1]
 
+
+
+# ------------------------------------------------------------------------------------------- exposure
+
+def _listening(pid: int) -> set[str]:
+    """Local addresses of the process's listening TCP sockets, as 'ip:port'."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # LISTEN
+                hexip, hexport = f[1].split(":")
+                raw = bytes.fromhex(hexip)
+                if len(raw) == 4:
+                    ip = socket.inet_ntop(socket.AF_INET, raw[::-1])
+                else:  # four little-endian 32-bit words; gRPC listens v4-mapped (::ffff:127.0.0.1)
+                    ip = socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+                    ip = ip.removeprefix("::ffff:")
+                out.add(f"{ip}:{int(hexport, 16)}")
+    return out
+
+
+def test_admin_api_restricted_to_the_unix_socket_and_ports_bound_to_loopback(zoo, tmp_path):
+    base, _ = zoo
+    sock = tmp_path / "grpc.sock"
+    srv = ServerProcess(["--model_name=linear", f"--model_base_path={base}/linear", f"--grpc_socket_path={sock}",
+                         "--model_config_reload_api=unix_socket_only", "--grpc_bind_address=127.0.0.1",
+                         "--rest_api_bind_address=127.0.0.1"])
+    try:
+        srv.wait_ready()
+        assert _listening(srv.proc.pid) == {f"127.0.0.1:{srv.grpc_port}", f"127.0.0.1:{srv.rest_port}"}
+        cfg = model_server_config_pb2.ModelServerConfig()
+        cfg.model_config_list.config.add(name="linear", base_path=f"{base}/linear", model_platform="tensorflow")
+        req = model_management_pb2.ReloadConfigRequest(config=cfg)
+        tcp = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(srv.grpc_target))
+        with pytest.raises(grpc.RpcError) as e:
+            tcp.HandleReloadConfigRequest(req, timeout=30)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and "unix socket" in e.value.details()
+        local = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(f"unix:{sock}"))
+        assert local.HandleReloadConfigRequest(req, timeout=30).status.error_code == 0
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(srv.grpc_target))
+        assert stub.Predict(predict_request("linear", {"x": X}), timeout=10).model_spec.version.value == 1
+    finally:
+        srv.stop()
+    off = ServerProcess(["--model_name=linear", f"--model_base_path={base}/linear",
+                         "--model_config_reload_api=disabled"], rest=False)
+    try:
+        off.wait_ready()
+        with pytest.raises(grpc.RpcError) as e:
+            model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(off.grpc_target)) \
+                .HandleReloadConfigRequest(req, timeout=30)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and "disabled" in e.value.details()
+    finally:
+        off.stop()
