@@ -22,8 +22,9 @@ MODELS = REPO / "models-test"
 CONFIG_DIR = REPO / "run" / "container-config"
 
 
-def compose(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = ["docker", "compose", "-p", PROJECT, "-f", str(REPO / "docker" / "docker-compose.yml"), *args]
+def compose(*args: str, env: dict | None = None, check: bool = True, project: str = PROJECT
+            ) -> subprocess.CompletedProcess:
+    cmd = ["docker", "compose", "-p", project, "-f", str(REPO / "docker" / "docker-compose.yml"), *args]
     return subprocess.run(cmd, env={**os.environ, **(env or {})}, check=check, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 

@@ -156,6 +156,34 @@ def test_users_own_model_in_single_model_mode_passes_the_healthcheck(stack, dock
         c.remove(force=True)
 
 
+def test_users_own_models_served_by_the_compose_stack_pass_the_healthcheck(stack, tmp_path):
+    """The unchanged compose file, pointed at a user's model directory and config: healthy, and it answers."""
+    from tests.container.stack import REPO, compose
+
+    root = _own_model(tmp_path / "models")
+    cfg = tmp_path / "config"
+    cfg.mkdir()
+    (cfg / "models.config").write_text('model_config_list { config { name: "triple" base_path: "/models/triple" '
+                                       'model_platform: "tensorflow" } }\n')
+    for name in ("batching.config", "monitoring.config"):
+        shutil.copy(REPO / "serving" / name, cfg / name)
+    os.chmod(cfg, 0o755)
+    rest = free_port()
+    env = {"TFS_IMAGE": stack.image, "MODELS_DIR": str(root), "CONFIG_DIR": str(cfg),
+           "GRPC_PORT": str(free_port()), "REST_PORT": str(rest)}
+    try:
+        r = compose("up", "-d", "--wait", "--wait-timeout", "180", "tfserving", env=env, check=False,
+                    project="tfsb-own-model")
+        assert r.returncode == 0, r.stdout + compose("logs", "--tail", "40", env=env, check=False,
+                                                     project="tfsb-own-model").stdout
+        resp = requests.post(f"http://127.0.0.1:{rest}/v1/models/triple:predict",
+                             json={"instances": [[1.0, 2.0, 3.0]]}, timeout=10)
+        assert resp.status_code == 200, resp.text
+        np.testing.assert_allclose(resp.json()["predictions"], [[3.0, 6.0, 9.0]])
+    finally:
+        compose("down", "-t", "20", env=env, check=False, project="tfsb-own-model")
+
+
 def test_restart_policy_brings_the_server_back_after_it_is_killed(stack):
     c = stack.container
     c.reload()
