@@ -199,9 +199,14 @@ def from_numpy(arr: np.ndarray | list | float | int | bytes | str, dtype: int | 
     flat = arr.ravel()
     field = getattr(proto, _FIELD[dtype])
     if dtype in (DT.DT_HALF, DT.DT_BFLOAT16):
-        field.extend(flat.view(np.uint16).astype(np.int32).tolist())
+        flat = flat.view(np.uint16).astype(np.int32)
     elif dtype in (DT.DT_COMPLEX64, DT.DT_COMPLEX128):
-        field.extend(flat.view(np.float32 if dtype == DT.DT_COMPLEX64 else np.float64).tolist())
-    else:
-        field.extend(flat.tolist())
+        flat = flat.view(np.float32 if dtype == DT.DT_COMPLEX64 else np.float64)
+    # tolist() makes a 32-byte Python object per value: go through it in slices, so a 60 MB output costs a
+    # few MB of transient objects instead of half a gigabyte
+    for i in range(0, flat.size, _EXTEND_STEP):
+        field.extend(flat[i:i + _EXTEND_STEP].tolist())
     return proto
+
+
+_EXTEND_STEP = 1 << 18

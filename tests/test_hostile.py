@@ -151,6 +151,16 @@ def test_gzip_bomb_is_stopped_at_the_limit(hostile):
             assert r.status_code == 429, r.text[:300]
             assert "bytes" in r.json()["error"]
     probe.check(hostile)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(
+        grpc.insecure_channel(hostile.grpc_target, options=[("grpc.max_send_message_length", -1)]))
+    zeros = _raw_predict("linear", {"x": tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_FLOAT, tensor_shape={"dim": [{"size": 150 << 20}, {"size": 1}]},
+        tensor_content=bytes(600 << 20))})  # the same over gRPC: ~600 KB gzip-compressed, 600 MiB inflated
+    with Probe(hostile, hostile.expected) as probe:
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Predict(zeros, timeout=60, compression=grpc.Compression.Gzip)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value.details()
+    probe.check(hostile)
     ok = requests.post(hostile.rest_url + "/v1/models/linear:predict", data=gzip.compress(b'{"instances": [[1.0]]}'),
                        headers={"Content-Encoding": "gzip"}, timeout=10)
     assert ok.status_code == 200, ok.text
