@@ -22,8 +22,10 @@ from tensorflow.core.framework import types_pb2
 
 
 def _jsonable(arr: np.ndarray, b64: bool):
-    if arr.dtype == object or arr.dtype.kind == "S":
+    if arr.dtype == object or arr.dtype.kind in "SU":
         def conv(v):
+            if isinstance(v, str):  # object arrays of str, e.g. a pandas string column
+                v = v.encode("utf-8")
             if b64:
                 return {"b64": base64.b64encode(v).decode()}
             try:
@@ -87,13 +89,51 @@ class RestClient:
             raise ServingClientError(HTTP_TO_CODE.get(r.status_code, "UNKNOWN"), msg, r.status_code)
         return doc
 
-    def _output_dtypes(self, t: Target) -> dict[str, int]:
-        key = (t.model, t.signature or "serving_default")
-        if key not in self._dtypes:
+    def _output_dtypes(self, t: Target, refresh: bool = False) -> dict[str, int]:
+        """Output dtypes from the metadata of the version the request names (cached per model, version or
+        label, and signature). A version change behind `latest` or a label is noticed by `_decode`."""
+        key = (t.model, t.version, t.label, t.signature or "serving_default")
+        if refresh or key not in self._dtypes:
             md = self.metadata(t.model, version=t.version, label=t.label)
-            sig = md["signature_def"].get(key[1], {"outputs": {}})
+            sig = md["signature_def"].get(key[3], {"outputs": {}})
             self._dtypes[key] = {a: types_pb2.DataType.Value(o["dtype"]) for a, o in sig["outputs"].items()}
         return self._dtypes[key]
+
+    @staticmethod
+    def _fits(value: Any, dtype: int) -> bool:
+        """Whether JSON values can be of `dtype`: TF Serving writes floats with a '.', ints without one."""
+        if dtype == types_pb2.DT_STRING:
+            return True
+        kind = np.asarray(value).dtype.kind
+        npd = NP_DTYPE.get(dtype)
+        if npd is None or kind in "OUS":
+            return kind not in "iuf"
+        if npd.kind == "f":
+            return kind == "f" or np.asarray(value).size == 0
+        if npd.kind in "iu":
+            return kind in "iu" or np.asarray(value).size == 0
+        return kind == npd.kind or np.asarray(value).size == 0
+
+    def _decode(self, result: Any, dtypes: dict[str, int]) -> dict[str, np.ndarray] | None:
+        """The outputs as arrays, or None when the answer does not fit the cached signature (another version
+        answered: other output names or other value kinds)."""
+        names = sorted(dtypes)
+        if len(names) == 1:
+            parts = {names[0]: result}
+        elif self.row:
+            if not isinstance(result, list) or any(not isinstance(r, dict) or set(r) != set(names) for r in result):
+                return None
+            parts = {n: [r[n] for r in result] for n in names}
+        else:
+            if not isinstance(result, dict) or set(result) != set(names):
+                return None
+            parts = {n: result[n] for n in names}
+        if len(names) == 1 and isinstance(result, (dict, list)) and self.row and result and \
+                isinstance(result[0], dict):
+            return None  # several outputs now, one before
+        if any(not self._fits(v, dtypes[n]) for n, v in parts.items()):
+            return None
+        return {n: self._to_array(v, dtypes[n]) for n, v in parts.items()}
 
     @staticmethod
     def _to_array(value: Any, dtype: int | None) -> np.ndarray:
@@ -128,15 +168,13 @@ class RestClient:
             body["signature_name"] = signature
         doc = self._request("POST", self._url(t, "predict"), orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
                             timeout)
-        dtypes = self._output_dtypes(t)
         result = doc["predictions" if self.row else "outputs"]
-        names = sorted(dtypes)
-        if len(names) == 1:
-            out = {names[0]: self._to_array(result, dtypes[names[0]])}
-        elif self.row:
-            out = {n: self._to_array([r[n] for r in result], dtypes[n]) for n in names}
-        else:
-            out = {n: self._to_array(result[n], dtypes[n]) for n in names}
+        out = self._decode(result, self._output_dtypes(t))
+        if out is None:  # the model changed under `latest` or a label: read its signature again
+            out = self._decode(result, self._output_dtypes(t, refresh=True))
+        if out is None:
+            raise ServingClientError("INTERNAL", "The response does not match the signature in the model's metadata "
+                                     "(the version may have changed again); retry", 500)
         # REST has no output_filter: the server returns every output; the client applies the filter
         return {k: v for k, v in out.items() if not output_filter or k in output_filter}
 

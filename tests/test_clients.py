@@ -292,3 +292,59 @@ def test_readme_client_examples_run_as_written(demo_server):
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("NOT_FOUND 404 Servable not found for request: Specific(mlp, 99)") == 2
+
+
+def _scale_model(path, dtype, factor):
+    """y = x * factor with an output of `dtype`: a model of the user's own, not from the demo zoo."""
+    import tensorflow as tf
+
+    class M(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": tf.cast(x * factor, dtype)}
+
+    m = M()
+    tmp = path.parent / f".incoming-{path.name}"
+    tf.saved_model.save(m, str(tmp), signatures={"serving_default": m.serve})
+    tmp.rename(path)
+
+
+@pytest.mark.integration
+def test_rest_client_follows_a_version_change_of_output_dtype(tmp_path):
+    """Cached output dtypes must not outlive the version they came from (int64 v2 → float32 v3)."""
+    import tensorflow as tf
+
+    base = tmp_path / "scale"
+    base.mkdir()
+    _scale_model(base / "2", tf.int64, 1.0)
+    srv = ServerProcess(["--model_name=scale", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"])
+    try:
+        srv.wait_ready()
+        rest, grpc_c = RestClient(srv.rest_url), GrpcClient(srv.grpc_target)
+        for c in (rest, RestClient(srv.rest_url, row=True)):
+            out = c.predict("scale", {"x": np.array([1.0, 2.0], np.float32)})["y"]
+            assert out.dtype == np.int64 and out.tolist() == [1, 2]
+        _scale_model(base / "3", tf.float32, 1.25)
+        wait_for(lambda: any(s["version"] == 3 and s["state"] == "AVAILABLE" for s in grpc_c.status("scale")),
+                 timeout=60, what="version 3")
+        wait_for(lambda: not any(s["version"] == 2 and s["state"] == "AVAILABLE" for s in grpc_c.status("scale")),
+                 timeout=60, what="version 2 unloaded")
+        expected = grpc_c.predict("scale", {"x": np.array([1.0, 2.0], np.float32)})["y"]
+        assert expected.tolist() == [1.25, 2.5]
+        out = rest.predict("scale", {"x": np.array([1.0, 2.0], np.float32)})["y"]
+        assert out.dtype == np.float32 and out.tolist() == [1.25, 2.5]
+    finally:
+        srv.stop()
+
+
+@pytest.mark.integration
+def test_rest_client_sends_object_arrays_of_str(demo_server):
+    """What a pandas string column gives: numpy object arrays of Python str, accepted like the gRPC client."""
+    rest, g = RestClient(demo_server.rest_url), GrpcClient(demo_server.grpc_target)
+    inputs = {"age": np.array([39.0], np.float32), "hours_per_week": np.array([40], np.int64),
+              "education": np.array(["Bachelors"], dtype=object)}
+    got = rest.predict("census", inputs)
+    want = g.predict("census", inputs)
+    assert sorted(got) == sorted(want)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-6)
