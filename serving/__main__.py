@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         server = build_and_start(opts)
     except ServingError as e:
         print(f"Failed to start server. Error: {e}", flush=True)
-        return 255
+        # models may be loaded and TF/gRPC threads running: leave without the interpreter's teardown
+        # (joining them, or TensorFlow aborting in a destructor)
+        logging.shutdown()
+        os._exit(255)
 
     log = logging.getLogger("serving")
     grace = float(max(0, opts.shutdown_grace_period_seconds))

@@ -134,6 +134,7 @@ def build_and_start(opts: ServerOptions) -> Server:
     for flag in ignored:
         log.warning("flag %s is accepted for compatibility but has no effect in the embedded server", flag)
     validate_options(opts)
+    _check_ports(opts)  # before minutes of model loading, not after
     config = load_config(opts)
     if opts.batching_parameters_file and not opts.enable_batching:
         raise InvalidArgumentError("server_options.batching_parameters_file is set without setting "
@@ -245,7 +246,10 @@ def _start_grpc(server: Server) -> None:
                       reload_api=opts.model_config_reload_api,
                       reload_wait_s=float(max(0, opts.model_config_reload_wait_seconds)))
     if opts.port:
-        server.grpc_port = gs.add_insecure_port(f"{_host_port(opts.grpc_bind_address, opts.port)}")
+        try:
+            server.grpc_port = gs.add_insecure_port(f"{_host_port(opts.grpc_bind_address, opts.port)}")
+        except RuntimeError:  # grpcio raises when the bind fails (the port was taken since the early check)
+            server.grpc_port = 0
         if not server.grpc_port:
             raise InvalidArgumentError("Failed to BuildAndStart gRPC server")
     if opts.grpc_socket_path:
@@ -256,6 +260,34 @@ def _start_grpc(server: Server) -> None:
         log.info("Running gRPC ModelServer at %s ...", _host_port(opts.grpc_bind_address, server.grpc_port))
     if opts.grpc_socket_path:
         log.info("Running gRPC ModelServer at UNIX socket %s ...", opts.grpc_socket_path)
+
+
+def _port_free(host: str, port: int) -> OSError | None:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what the servers themselves will set
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            return e
+    return None
+
+
+def _check_ports(opts: ServerOptions) -> None:
+    """A port in use is reported at once, in TF Serving's words, with exit 255 (not after loading every model,
+    and not as a traceback followed by an abort in TensorFlow's threads)."""
+    if opts.port:
+        err = _port_free(opts.grpc_bind_address, opts.port)
+        if err is not None:
+            log.error("gRPC port %s:%d: %s", opts.grpc_bind_address, opts.port, err.strerror)
+            raise InvalidArgumentError("Failed to BuildAndStart gRPC server")
+    if opts.rest_api_port and opts.rest_api_port != opts.port:
+        err = _port_free(opts.rest_api_bind_address, opts.rest_api_port)
+        if err is not None:
+            raise InvalidArgumentError(f"Failed to start HTTP Server at {opts.rest_api_bind_address}:"
+                                       f"{opts.rest_api_port}: {err.strerror}")
 
 
 def _host_port(host: str, port: int) -> str:

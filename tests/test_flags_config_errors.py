@@ -149,3 +149,36 @@ def test_error_mapping_table():
     for code in Code:
         assert grpc.StatusCode[code.name].value[0] == int(code)
     assert str(ServingError("boom", Code.INTERNAL)) == "INTERNAL: boom"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("which", ["grpc", "rest"])
+def test_a_port_in_use_fails_fast_with_exit_255_and_no_traceback(zoo, which):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from tests.server_util import REPO, free_port
+
+    base, _ = zoo
+    holder = socket.socket()
+    holder.bind(("0.0.0.0", 0))
+    holder.listen(1)
+    taken = holder.getsockname()[1]
+    grpc_port, rest_port = (taken, free_port()) if which == "grpc" else (free_port(), taken)
+    t0 = time.monotonic()
+    try:
+        r = subprocess.run([sys.executable, "-m", "serving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+                            "--model_name=mlp", f"--model_base_path={base}/mlp"], cwd=REPO, capture_output=True,
+                           text=True, timeout=120)
+    finally:
+        holder.close()
+    assert r.returncode == 255, r.stdout + r.stderr
+    expected = ("Failed to start server. Error: INVALID_ARGUMENT: Failed to BuildAndStart gRPC server"
+                if which == "grpc" else
+                f"Failed to start server. Error: INVALID_ARGUMENT: Failed to start HTTP Server at 0.0.0.0:{rest_port}")
+    assert expected in r.stdout, r.stdout
+    assert "Traceback" not in r.stdout + r.stderr and "terminate called" not in r.stderr
+    assert "AVAILABLE" not in r.stderr  # refused before loading the model
+    assert time.monotonic() - t0 < 60
