@@ -124,7 +124,9 @@ def cmd_metadata(args):
 def _config_path(args) -> str:
     if args.config:
         return args.config
-    for p in ("run/models.config", "serving/models.config"):
+    # `make serve` with the Docker backend mounts serving/ (container paths); the embedded one runs on run/
+    docker = Path("run/backend").exists() and Path("run/backend").read_text().strip() == "docker"
+    for p in (("serving/models.config",) if docker else ("run/models.config", "serving/models.config")):
         if Path(p).exists():
             return p
     raise SystemExit("no --config given and neither run/models.config nor serving/models.config exists")
@@ -136,16 +138,23 @@ def cmd_label(args):
 
     client = GrpcClient(args.grpc_target, timeout=args.timeout)
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
-    if args.action == "set":
-        labels = {}
-        for item in args.mapping:
-            k, eq, v = item.partition("=")
-            if not eq:
-                raise SystemExit(f"expected LABEL=VERSION, got {item!r}")
-            labels[k] = int(v)
-        new = set_labels(_config_path(args), client, args.model, labels, log=log)
-    else:
-        new = promote(_config_path(args), client, args.model, args.mapping[0], args.mapping[1], log=log)
+    from clients.base import ServingClientError
+
+    try:
+        if args.action == "set":
+            labels = {}
+            for item in args.mapping:
+                k, eq, v = item.partition("=")
+                if not eq or not v.strip().isdigit():
+                    raise SystemExit(f"error: expected LABEL=VERSION (a version number), got {item!r}")
+                labels[k] = int(v)
+            new = set_labels(_config_path(args), client, args.model, labels, log=log)
+        else:
+            new = promote(_config_path(args), client, args.model, args.mapping[0], args.mapping[1], log=log)
+    except ServingClientError as e:
+        raise SystemExit(f"error: {e.code}: {e.message}") from None
+    except KeyError as e:
+        raise SystemExit(f"error: {e.args[0]}") from None
     _print(args, {"model": args.model, "labels": new},
            lambda d: print(f"{d['model']} labels: " + ", ".join(f"{k}→{v}" for k, v in sorted(d["labels"].items()))))
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -213,6 +214,24 @@ def test_label_set_and_promote_switch_traffic_without_failures(rollout_server):
         t.join()
     assert failures == []
     assert 1 in versions and 2 in versions
+
+
+def test_label_on_a_missing_version_is_refused_and_the_config_rolled_back(rollout_server):
+    srv = rollout_server
+    before = srv.config.read_text()
+    t0 = time.monotonic()
+    out = _cli("--grpc-target", srv.grpc_target, "label", "set", "mlp", "stable=9", "--config", str(srv.config))
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "version 9 of mlp was not found" in out.stderr and "publish it first" in out.stderr, out.stderr[-800:]
+    assert "previous config was restored" in out.stderr
+    assert time.monotonic() - t0 < 60  # not the 120 s wait
+    assert srv.config.read_text() == before
+    time.sleep(1.5)  # a config-file poll: the server runs the restored config
+    g = GrpcClient(srv.grpc_target)
+    assert {s["version"] for s in g.status("mlp") if s["state"] == "AVAILABLE"} == {1}
+    latest = _cli("--grpc-target", srv.grpc_target, "label", "set", "mlp", "canary=x", "--config", str(srv.config))
+    assert latest.returncode != 0 and "Traceback" not in latest.stderr and "LABEL=VERSION" in latest.stderr
 
 
 def _cli(*args, **kw):
