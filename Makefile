@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup export serve stop logs test test-docker docker-bootstrap k8s-config test-unit soak bench render-config clean
+.PHONY: help setup export serve stop logs test test-docker docker-bootstrap k8s-config test-unit soak bench render-config clean clean-models
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -108,5 +108,13 @@ bench: $(STAMP) ## benchmark the embedded server vs the in-process floor and han
 soak: $(STAMP) ## 50 version swaps under load with hostile input (bounded, < 10 minutes)
 	$(PY) tests/soak.py
 
-clean: ## remove generated models, rendered config and caches (keeps .venv)
-	rm -rf $(MODELS) $(RUN) models-test build .pytest_cache .hypothesis
+CLEAN_EXTRA ?= models-test build .pytest_cache .hypothesis
+clean: ## remove the rendered config, test models, build files and caches (keeps .venv and your models/)
+	rm -rf $(RUN) $(CLEAN_EXTRA)
+	@test ! -d $(MODELS) || echo "kept $(MODELS) (your published models): 'make clean-models' deletes them"
+
+clean-models: ## delete every published model under ./models (asks first; CONFIRM=1 to skip the question)
+	@test -d $(MODELS) || { echo "nothing to delete: no $(MODELS)"; exit 0; }; \
+	echo "this deletes every published version under $(MODELS):"; ls $(MODELS); \
+	if [ "$(CONFIRM)" != 1 ]; then read -r -p "type 'yes' to delete: " a; [ "$$a" = yes ] || { echo "kept"; exit 1; }; fi; \
+	rm -rf $(MODELS) && echo "deleted $(MODELS)"

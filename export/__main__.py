@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="all", help=f"one of {', '.join(ZOO)} or 'all' (default)")
     p.add_argument("--base-path", default="models", help="model base path root (default: models)")
     p.add_argument("--version", type=int, default=None, help="version to publish (default: latest + 1)")
+    p.add_argument("--config", default="serving/models.config",
+                   help="the models.config to check the new version against (default: serving/models.config)")
     p.add_argument("--seed", type=int, default=None,
                    help="training seed (default: the version number, so each version has new weights)")
     args = p.parse_args(argv)
@@ -41,7 +43,32 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"[{name}] published version {pub.version} at {pub.path} ({time.monotonic() - t0:.1f}s)")
         print(signature_table(pub.path), flush=True)
+        note = served_note(name, pub.version, args.config)
+        if note:
+            print(f"[{name}] WARNING: {note}", file=sys.stderr, flush=True)
     return 0
+
+
+def served_note(model: str, version: int, config: str) -> str | None:
+    """Why a just-published version will not be served under `config`'s version policy, or None."""
+    path = Path(config)
+    if not path.is_file():
+        return None
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    try:
+        cfg = text_format.Parse(path.read_text(), model_server_config_pb2.ModelServerConfig())
+    except text_format.ParseError:
+        return None
+    for m in cfg.model_config_list.config:
+        if m.name == model and m.model_version_policy.WhichOneof("policy_choice") == "specific":
+            pinned = sorted(m.model_version_policy.specific.versions)
+            if version not in pinned:
+                return (f"version {version} will not be served: {config} pins {model} to versions {pinned} "
+                        f"(specific policy). Add it there, or move a label to it with "
+                        f"`python -m clients label set {model} canary={version}`.")
+    return None
 
 
 if __name__ == "__main__":

@@ -230,3 +230,34 @@ def test_models_config_parses_and_names_only_exported_models():
     assert kinds == {"latest", "all", "specific"}
     labelled = [c for c in configs if c.version_labels]
     assert labelled and {"stable", "canary"} <= set(labelled[0].version_labels)
+
+
+def test_export_warns_when_a_new_version_is_outside_a_specific_policy(tmp_path):
+    from export.__main__ import served_note
+
+    cfg = tmp_path / "models.config"
+    cfg.write_text('model_config_list { config { name: "mlp" base_path: "/models/mlp" model_platform: "tensorflow" '
+                   'model_version_policy { specific { versions: 1 versions: 2 } } } '
+                   'config { name: "linear" base_path: "/models/linear" model_platform: "tensorflow" } }')
+    note = served_note("mlp", 3, str(cfg))
+    assert note and "version 3 will not be served" in note and "[1, 2]" in note
+    assert served_note("mlp", 2, str(cfg)) is None
+    assert served_note("linear", 7, str(cfg)) is None  # latest policy serves it
+    assert served_note("mlp", 3, str(tmp_path / "missing.config")) is None
+
+
+def test_make_clean_keeps_published_models(tmp_path):
+    import subprocess
+
+    models = tmp_path / "models"
+    (models / "mlp" / "1").mkdir(parents=True)
+    r = subprocess.run(["make", "clean", f"MODELS={models}", f"RUN={tmp_path / 'run'}", "CLEAN_EXTRA="], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (models / "mlp" / "1").is_dir() and "make clean-models" in r.stdout
+    r = subprocess.run(["make", "clean-models", f"MODELS={models}"], cwd=REPO, capture_output=True, text=True,
+                       timeout=60, input="no\n")
+    assert r.returncode != 0 and (models / "mlp" / "1").is_dir()
+    r = subprocess.run(["make", "clean-models", f"MODELS={models}", "CONFIRM=1"], cwd=REPO, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and not models.exists()
