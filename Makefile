@@ -29,9 +29,16 @@ setup: $(STAMP) ## create .venv and install the pinned dependencies (only when r
 export: $(STAMP) ## train the demo models and publish the next version of each under ./models
 	$(PY) -m export --model all --base-path $(MODELS)
 
-$(RUN)/models.config: serving/models.config
-	@mkdir -p $(RUN)
-	sed 's#base_path: "/models/#base_path: "$(MODELS)/#' $< > $@.tmp && mv $@.tmp $@
+# MODEL_CONFIG=FILE serves your own config (base paths /models/<name> or absolute); by default
+# serving/models.config, or a config generated from the directories under ./models when it names models
+# that are not there (your own models, not the demo zoo).
+MODEL_CONFIG ?=
+$(RUN)/models.config: $(STAMP) serving/models.config $(MODEL_CONFIG) FORCE
+	@$(PY) -m export.serve_config --models $(MODELS) --out $@ \
+	  $(if $(MODEL_CONFIG),--template $(MODEL_CONFIG) --force,--template serving/models.config)
+
+.PHONY: FORCE
+FORCE:
 
 render-config: $(RUN)/models.config ## render serving/models.config with this checkout's absolute model path
 

@@ -253,3 +253,38 @@ def test_make_serve_auto_falls_back_to_embedded_without_engine_or_image(zoo, tmp
             return True
 
     wait_for(refused, timeout=60, what="the server to be gone after make stop")
+
+
+@pytest.mark.integration
+def test_make_serve_serves_only_your_own_models(tmp_path):
+    """No demo model under MODELS: `make serve` generates the config from the model directories."""
+    import requests
+    import tensorflow as tf
+
+    class Double(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": x * 2.0}
+
+    models = tmp_path / "models"
+    m = Double()
+    tf.saved_model.save(m, str(models / "double" / "1"), signatures={"serving_default": m.serve})
+    run_dir = tmp_path / "run"
+    grpc_port, rest_port = free_port(), free_port()
+    args = [f"MODELS={models}", f"RUN={run_dir}", f"GRPC_PORT={grpc_port}", f"REST_PORT={rest_port}"]
+    r = subprocess.run(["make", "serve", "SERVER=embedded", "DETACH=1", *args], cwd=REPO, capture_output=True,
+                       text=True, timeout=600)
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "using a config generated from" in r.stderr and "double" in r.stderr, r.stderr
+
+        def answer():
+            try:
+                return requests.post(f"http://127.0.0.1:{rest_port}/v1/models/double:predict",
+                                     json={"instances": [1.5]}, timeout=2).json().get("predictions")
+            except requests.ConnectionError:
+                return None
+
+        assert wait_for(answer, timeout=180, what="make serve to answer") == [3.0]
+    finally:
+        subprocess.run(["make", "stop", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
