@@ -261,3 +261,47 @@ def test_make_clean_keeps_published_models(tmp_path):
     r = subprocess.run(["make", "clean-models", f"MODELS={models}", "CONFIRM=1"], cwd=REPO, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and not models.exists()
+
+
+@pytest.mark.integration
+def test_publish_your_own_keras_export_and_serve_it(tmp_path):
+    """Keras 3 `model.export` output → `python -m export.byom publish` → served, same numbers as Keras."""
+    from clients import GrpcClient, RestClient
+    from tests.server_util import ServerProcess
+
+    inp = keras.Input((3,), name="features")
+    model = keras.Model(inp, keras.layers.Dense(2, name="dense")(inp))
+    model.export(str(tmp_path / "export"), verbose=False)
+    x = np.array([[1.0, 2.0, 3.0]], np.float32)
+    want = np.asarray(model.predict(x, verbose=0))
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "export.byom", *args], cwd=REPO, capture_output=True,
+                              text=True, timeout=300)
+
+    shown = cli("inspect", str(tmp_path / "export"), "--name", "mine")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "localhost:8501/v1/models/mine:predict" in shown.stdout and "features" in shown.stdout
+    cfg = tmp_path / "models.config"
+    cfg.write_text('model_config_list { config { name: "other" base_path: "/models/other" '
+                   'model_platform: "tensorflow" } }\n')
+    dry = cli("publish", str(tmp_path / "export"), "--name", "mine", "--base-path", str(tmp_path / "models"),
+              "--config", str(cfg), "--dry-run")
+    assert dry.returncode == 0 and '+    name: "mine"' in dry.stdout and not (tmp_path / "models").exists()
+    bad = cli("publish", str(tmp_path / "export"), "--name", "mine", "--base-path", str(tmp_path / "models"),
+              "--sample", 'serving_default={"features": [[1.0, 2.0]]}')
+    assert bad.returncode == 1 and "NOT published" in bad.stderr
+    assert existing_versions(tmp_path / "models" / "mine") == []  # nothing half-published
+    ok = cli("publish", str(tmp_path / "export"), "--name", "mine", "--base-path", str(tmp_path / "models"),
+             "--sample", 'serving_default={"features": [[1.0, 2.0, 3.0]]}', "--config", str(cfg))
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "published mine version 1" in ok.stdout and 'name: "mine"' in cfg.read_text()
+    assert len(read_warmup(tmp_path / "models" / "mine" / "1")) == 2  # serve and serving_default
+    srv = ServerProcess(["--model_name=mine", f"--model_base_path={tmp_path / 'models' / 'mine'}"])
+    try:
+        srv.wait_ready()
+        for c in (GrpcClient(srv.grpc_target), RestClient(srv.rest_url)):
+            np.testing.assert_allclose(c.predict("mine", {"features": x})["output_0"], want, rtol=1e-5)
+    finally:
+        srv.stop()
+    assert "replayed 2 warmup record(s)" in srv.log_text()
