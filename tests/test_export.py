@@ -305,3 +305,29 @@ def test_publish_your_own_keras_export_and_serve_it(tmp_path):
     finally:
         srv.stop()
     assert "replayed 2 warmup record(s)" in srv.log_text()
+
+
+def test_installed_package_works_from_any_directory(tmp_path):
+    """`pip install` of the project gives importable packages and console scripts outside the checkout."""
+    target = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(target)
+    imp = subprocess.run([sys.executable, "-c", "import clients, export, serving, serving.config as c; "
+                          "print(clients.__file__); print(c.__file__)"], cwd=elsewhere, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert imp.returncode == 0, imp.stderr[-2000:]
+    assert all(line.startswith(str(target)) for line in imp.stdout.split())
+    assert (target / "serving" / "models.config").is_file()  # package data travels with it
+    for script in ("tfsb-serve", "tfsb-client", "tfsb-export", "tfsb-byom"):
+        assert (target / "bin" / script).is_file(), script
+    out = subprocess.run([str(target / "bin" / "tfsb-client"), "--help"], cwd=elsewhere, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "label" in out.stdout, out.stderr[-2000:]
+    ver = subprocess.run([str(target / "bin" / "tfsb-serve"), "--version"], cwd=elsewhere, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert ver.returncode == 0 and "TensorFlow ModelServer" in ver.stdout, ver.stderr[-2000:]
