@@ -159,57 +159,96 @@ def cmd_label(args):
            lambda d: print(f"{d['model']} labels: " + ", ".join(f"{k}→{v}" for k, v in sorted(d["labels"].items()))))
 
 
+def _sample_inputs(client, model: str, signature: str, seed: int) -> dict:
+    """Random inputs shaped and typed after the signature's metadata (unknown dims 1)."""
+    sigs = client.metadata(model)["signature_def"]
+    name = signature or "serving_default"
+    if name not in sigs:
+        raise SystemExit(f"error: model {model} has no signature {name!r} (it has: {', '.join(sigs)})")
+    rng = np.random.default_rng(seed)
+    out = {}
+    for alias, spec in sigs[name]["inputs"].items():
+        shape = [1 if d in (-1, None) else d for d in (spec["shape"] or [1])]
+        dtype = spec["dtype"]
+        if dtype == "DT_STRING":
+            out[alias] = np.full(shape, b"a", dtype=object)
+        elif dtype in ("DT_FLOAT", "DT_DOUBLE", "DT_HALF"):
+            out[alias] = rng.random(shape).astype(np.float32 if dtype == "DT_FLOAT" else np.float64)
+        elif dtype == "DT_BOOL":
+            out[alias] = np.ones(shape, bool)
+        else:
+            out[alias] = np.ones(shape, np.int64 if dtype == "DT_INT64" else np.int32)
+    return out
+
+
 def cmd_ab(args):
+    from collections import Counter
+
     from clients.ab import ABRouter, parse_weights
     from clients.base import ServingClientError
 
-    router = ABRouter(parse_weights(args.weights))
+    try:
+        router = ABRouter(parse_weights(args.weights))
+    except ValueError as e:
+        raise SystemExit(f"error: --weights: {e} (expected LABEL=WEIGHT,... e.g. stable=90,canary=10)") from None
     client = _client(args)
     rng = random.Random(args.seed)
-    shape = None
-    sig = client.metadata(args.model)["signature_def"]["serving_default"]["inputs"]
-    (name, spec), = sig.items()
-    shape = [1 if d in (-1, None) else d for d in spec["shape"] or [1]]
+    fixed = _load_json(args.input) if args.input else None
+    if fixed is not None and not isinstance(fixed, dict):
+        raise SystemExit('error: --input must be a JSON object of named inputs, e.g. \'{"x": [[1.0]]}\'')
+    generated = None if fixed is not None else _sample_inputs(client, args.model, args.signature, args.seed)
+    reasons: Counter = Counter()
     for i in range(args.requests):
         key = f"user-{rng.randrange(args.users)}"
-        x = np.asarray(np.random.default_rng(i).random(shape), np.float32)
+        inputs = fixed if fixed is not None else generated
         try:
-            router.predict(client, args.model, {name: x}, key)
-        except ServingClientError:
-            pass
+            router.predict(client, args.model, inputs, key, signature=args.signature)
+        except ServingClientError as e:
+            reasons[f"{router.label_for(key)}: {e.code}: {e.message}"] += 1
     report = router.report()
-    _print(args, report, lambda r: [print(f"{k:<10} share={v['share']:.3f} count={v['count']} errors={v['errors']} "
-                                          f"p50={v['p50_ms']}ms p99={v['p99_ms']}ms") for k, v in r.items()])
+
+    def human(r):
+        for k, v in r.items():
+            p50 = "-" if v["count"] == v["errors"] else f"{v['p50_ms']}ms"
+            p99 = "-" if v["count"] == v["errors"] else f"{v['p99_ms']}ms"
+            print(f"{k:<10} share={v['share']:.3f} count={v['count']} errors={v['errors']} p50={p50} p99={p99}")
+
+    _print(args, report, human)  # the reasons for failures go to stderr below, in both modes
+    if reasons:
+        print(f"{sum(reasons.values())} request(s) failed:", file=sys.stderr)
+        for why, n in reasons.most_common(10):
+            print(f"  {n} x {why}", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m clients", description=__doc__)
-    p.add_argument("--grpc-target", default="localhost:8500")
-    p.add_argument("--rest-url", default="http://localhost:8501")
+    p.add_argument("--grpc-target", default="localhost:8500", help="gRPC host:port (default %(default)s)")
+    p.add_argument("--rest-url", default="http://localhost:8501", help="REST base URL (default %(default)s)")
     proto = p.add_mutually_exclusive_group()
     proto.add_argument("--grpc", action="store_true", help="use gRPC (default)")
     proto.add_argument("--rest", action="store_true", help="use REST")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default %(default)s)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def target(sp, label=True):
-        sp.add_argument("model")
+        sp.add_argument("model", help="model name")
         g = sp.add_mutually_exclusive_group()
-        g.add_argument("--version", type=int)
+        g.add_argument("--version", type=int, help="a specific version (default: the latest)")
         if label:
-            g.add_argument("--label")
+            g.add_argument("--label", help="a version label, e.g. stable or canary")
 
     sp = sub.add_parser("predict", help="Predict with JSON (--input) or .npy (--npy) inputs")
     target(sp)
-    sp.add_argument("--signature", default="")
+    sp.add_argument("--signature", default="", help="signature name (default serving_default)")
     sp.add_argument("--input", help='JSON object of named inputs, e.g. \'{"x": [[1.0]]}\', or @file.json')
     sp.add_argument("--npy", action="append", help="FILE (single input) or NAME=FILE, repeatable")
     sp.set_defaults(fn=cmd_predict)
     for verb in ("classify", "regress"):
         sp = sub.add_parser(verb, help=f"{verb.capitalize()} tf.Examples given as JSON rows")
         target(sp)
-        sp.add_argument("--signature", default="")
+        sp.add_argument("--signature", default="", help="signature name (default serving_default)")
         sp.add_argument("--examples", required=True, help='JSON list of feature dicts or @file.json')
         sp.set_defaults(fn=cmd_examples)
     sp = sub.add_parser("status", help="version states of a model")
@@ -219,17 +258,24 @@ def main(argv=None) -> int:
     target(sp)
     sp.set_defaults(fn=cmd_metadata)
     sp = sub.add_parser("label", help="label set MODEL LABEL=VERSION... | label promote MODEL SRC DST")
-    sp.add_argument("action", choices=["set", "promote"])
-    sp.add_argument("model")
-    sp.add_argument("mapping", nargs="+")
+    sp.add_argument("action", choices=["set", "promote"], help="set LABEL=VERSION..., or promote SOURCE TARGET")
+    sp.add_argument("model", help="model name")
+    sp.add_argument("mapping", nargs="+", help="LABEL=VERSION pairs (set) or SOURCE TARGET labels (promote)")
     sp.add_argument("--config", help="the models.config the server runs on (default run/ or serving/)")
     sp.set_defaults(fn=cmd_label)
-    sp = sub.add_parser("ab", help="weighted, sticky A/B traffic across labels")
-    sp.add_argument("--model", required=True)
-    sp.add_argument("--weights", default="stable=90,canary=10")
-    sp.add_argument("--requests", type=int, default=1000)
-    sp.add_argument("--users", type=int, default=500)
-    sp.add_argument("--seed", type=int, default=0)
+    sp = sub.add_parser("ab", help="weighted, sticky A/B traffic across labels (gRPC, or REST with --rest)",
+                        description="Send --requests predicts, each from one of --users simulated users; a user "
+                                    "always lands on the same label while the weights stay the same. Prints per-"
+                                    "label share, count, errors and latency; lists why requests failed and exits "
+                                    "1 if any did.")
+    sp.add_argument("--model", required=True, help="model name")
+    sp.add_argument("--weights", default="stable=90,canary=10", help="LABEL=WEIGHT,... (default %(default)s)")
+    sp.add_argument("--signature", default="", help="signature name (default serving_default)")
+    sp.add_argument("--input", help='JSON object of named inputs sent with every request, or @file.json '
+                                    '(default: random inputs shaped after the signature)')
+    sp.add_argument("--requests", type=int, default=1000, help="number of requests (default %(default)s)")
+    sp.add_argument("--users", type=int, default=500, help="distinct simulated users (default %(default)s)")
+    sp.add_argument("--seed", type=int, default=0, help="random seed for users and inputs (default %(default)s)")
     sp.set_defaults(fn=cmd_ab)
     args = p.parse_args(argv)
     if args.cmd == "label" and args.action == "promote" and len(args.mapping) != 2:
@@ -238,6 +284,12 @@ def main(argv=None) -> int:
 
     try:
         args.fn(args)
+    except json.JSONDecodeError as e:
+        print(f"error: not valid JSON ({e})", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except ServingClientError as e:
         if args.json:
             print(json.dumps({"error": e.message, "code": e.code, "http_status": e.http_status}))

@@ -367,3 +367,21 @@ def test_rest_client_sends_object_arrays_of_str(demo_server):
     assert sorted(got) == sorted(want)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-6)
+
+
+def test_ab_cli_reports_failures_and_accepts_inputs_over_both_protocols(demo_server):
+    g, r = ["--grpc-target", demo_server.grpc_target], ["--rest", "--rest-url", demo_server.rest_url]
+    x = '{"x": [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]}'
+    for proto in (g, r):
+        ok = _cli(*proto, "ab", "--model", "mlp", "--requests", "40", "--input", x, "--signature", "inference")
+        assert ok.returncode == 0, ok.stderr[-2000:]
+        assert "stable" in ok.stdout and "errors=0" in ok.stdout
+    bad = _cli(*g, "ab", "--model", "mlp", "--requests", "40", "--weights", "stable=50,nosuch=50")
+    assert bad.returncode == 1
+    assert "request(s) failed" in bad.stderr and "Unrecognized servable version label: nosuch" in bad.stderr
+    assert "Traceback" not in bad.stderr and "p50=nan" not in bad.stdout
+    malformed = _cli(*g, "ab", "--model", "mlp", "--input", "{not json")
+    assert malformed.returncode == 2 and "not valid JSON" in malformed.stderr and "Traceback" not in malformed.stderr
+    helptext = _cli("ab", "--help").stdout
+    for opt in ("--model", "--weights", "--signature", "--input", "--requests", "--users", "--seed"):
+        assert opt in helptext
