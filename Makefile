@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup export serve stop logs test test-docker docker-bootstrap k8s-config test-unit soak bench render-config clean clean-models
+.PHONY: help setup export serve stop logs test test-docker docker-bootstrap k8s-config client-lite test-unit soak bench render-config clean clean-models
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -82,6 +82,9 @@ stop: ## stop what 'make serve' started (embedded in the background, or the comp
 
 logs: ## follow the server's log
 	@if [ "$$(cat $(RUN)/backend 2>/dev/null)" = docker ]; then $(COMPOSE) logs -f; else tail -f $(RUN)/serving.log; fi
+
+client-lite: $(STAMP) ## regenerate the TF-free client's descriptors (client-lite/) from the installed packages
+	$(PY) -m clients.gen_lite
 
 k8s-config: ## refresh docker/k8s/base/config/ (kustomize reads only below its root) from serving/ and docker/
 	cp serving/models.config serving/batching.config serving/monitoring.config docker/healthcheck.sh docker/k8s/base/config/

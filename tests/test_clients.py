@@ -385,3 +385,52 @@ def test_ab_cli_reports_failures_and_accepts_inputs_over_both_protocols(demo_ser
     helptext = _cli("ab", "--help").stdout
     for opt in ("--model", "--weights", "--signature", "--input", "--requests", "--users", "--seed"):
         assert opt in helptext
+
+
+def test_generated_lite_descriptors_are_current():
+    from clients.gen_lite import OUT, render
+
+    assert OUT.read_text() == render(), "client-lite/tfsb_client/_descriptors.py is stale: run `make client-lite`"
+
+
+def test_tf_free_client_installs_alone_and_answers_like_the_full_client(demo_server, tmp_path):
+    target = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--target", str(target), str(REPO / "client-lite")], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(target)
+    script = (
+        "import sys, time, json\n"
+        "t = time.perf_counter()\n"
+        "import numpy as np, tfsb_client\n"
+        "took = time.perf_counter() - t\n"
+        f"c = tfsb_client.Client({demo_server.grpc_target!r})\n"
+        "out = c.predict('mlp', {'x': np.ones((2, 10), np.float32)}, label='stable')\n"
+        "meta = c.metadata('census')\n"
+        "st = c.status('mlp')\n"
+        "try:\n"
+        "    c.predict('nope', {'x': np.ones((1, 1), np.float32)})\n"
+        "except tfsb_client.ServingError as e:\n"
+        "    err = [e.code, e.message]\n"
+        "print(json.dumps({'y': out['y'].tolist(), 'tf': 'tensorflow' in sys.modules, 'import_s': took,\n"
+        "                  'inputs': sorted(meta['signature_def']['serving_default']['inputs']),\n"
+        "                  'states': sorted(s['state'] for s in st), 'err': err}))\n")
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["tf"] is False  # TensorFlow was never imported
+    want = GrpcClient(demo_server.grpc_target).predict("mlp", {"x": np.ones((2, 10), np.float32)}, label="stable")
+    np.testing.assert_allclose(got["y"], want["y"], rtol=1e-6)
+    assert got["inputs"] == ["age", "education", "hours_per_week"]
+    assert "AVAILABLE" in got["states"]
+    assert got["err"] == ["NOT_FOUND", "Servable not found for request: Latest(nope)"]
+    size = sum(f.stat().st_size for f in (target / "tfsb_client").rglob("*") if f.is_file())
+    print(f"\ntfsb_client: import {got['import_s'] * 1000:.0f} ms, installed package {size / 1024:.0f} KiB")
+    cli = subprocess.run([str(target / "bin" / "tfsb-client-lite"), "--target", demo_server.grpc_target, "predict",
+                          "linear", "--input", '{"x": [[1.0], [2.0]]}'], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert np.array(json.loads(cli.stdout)["y"]).shape == (2, 1)
