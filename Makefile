@@ -18,6 +18,8 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-14s %s\n", $$1, $$2}'
+	@echo "variables: GRPC_PORT=$(GRPC_PORT) REST_PORT=$(REST_PORT) SERVER=auto|embedded|docker|docker-gpu DETACH=1"
+	@echo "           MODEL_CONFIG=FILE (serve your own config) TFS_IMAGE=$(TFS_IMAGE) MODELS=$(MODELS)"
 
 $(STAMP): requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

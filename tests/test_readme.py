@@ -42,3 +42,66 @@ def test_export_cli_publishes_next_version_with_a_signature_table(tmp_path):
     assert second.returncode == 0 and "published version 2" in second.stdout
     bad = subprocess.run([*cmd[:3], "--model", "nope"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown model 'nope'" in bad.stderr
+
+
+def test_readme_bring_your_own_model_walkthrough_runs_outside_the_checkout(tmp_path):
+    """The README's BYOM commands, as written, from a directory outside the repository, on a model built with
+    Keras 3 `model.export`, with the installed console scripts."""
+    import json
+    import time
+
+    import numpy as np
+
+    from tests.server_util import free_port
+
+    text = (REPO / "README.md").read_text()
+    start = text.index("## Bring your own model")
+    block = re.search(r"```sh\n(.*?)```", text[start:], re.S).group(1)
+    lines = [ln for ln in block.splitlines() if ln.strip()]
+    assert [ln.split()[0] for ln in lines] == ["tfsb-byom", "tfsb-byom", "tfsb-serve", "curl"]
+    target = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    work = tmp_path / "work"
+    work.mkdir()
+    build = ("import keras, numpy as np\n"
+             "inp = keras.Input((3,), name='features')\n"
+             "m = keras.Model(inp, keras.layers.Dense(2)(inp))\n"
+             "m.export('my_export', verbose=False)\n"
+             "print(m.predict(np.array([[1.0, 2.0, 3.0]], np.float32), verbose=0).tolist())\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=str(target), TF_CPP_MIN_LOG_LEVEL="2", PATH=f"{target / 'bin'}:{env['PATH']}")
+    made = subprocess.run([sys.executable, "-c", build], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    want = json.loads(made.stdout.strip().splitlines()[-1])
+    grpc_port, rest_port = free_port(), free_port()
+
+    def sh(line: str) -> str:
+        return line.replace("8500", str(grpc_port)).replace("8501", str(rest_port)).rstrip("& ")
+
+    for line in lines[:2]:
+        out = subprocess.run(["bash", "-c", sh(line)], cwd=work, env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, f"{line}\n{out.stdout[-1000:]}\n{out.stderr[-2000:]}"
+    server = subprocess.Popen(["bash", "-c", "exec " + sh(lines[2])], cwd=work, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            out = subprocess.run(["bash", "-c", sh(lines[3])], cwd=work, env=env, capture_output=True, text=True,
+                                 timeout=30)
+            if out.returncode == 0 and "predictions" in out.stdout:
+                break
+            assert time.monotonic() < deadline and server.poll() is None, out.stderr[-1000:]
+            time.sleep(0.5)
+        np.testing.assert_allclose(json.loads(out.stdout)["predictions"], want, rtol=1e-5)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_make_help_names_the_port_variables():
+    out = subprocess.run(["make", "help"], cwd=REPO, capture_output=True, text=True, timeout=60).stdout
+    assert "GRPC_PORT=" in out and "REST_PORT=" in out and "make serve" in out
