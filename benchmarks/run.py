@@ -173,31 +173,53 @@ def render(rows: list[dict], machine: str) -> str:
     return "\n".join(lines)
 
 
-def chart(rows: list[dict], path: Path) -> None:
+_SCENARIO_LABELS = {"b1-c1": "batch 1\n1 client", "b1-c8": "batch 1\n8 clients", "b1-c32": "batch 1\n32 clients",
+                    "b64-c4": "batch 64\n4 clients", "large-b1-c1": "784 floats\n1 client"}
+
+
+def chart_ratios(rows: list[dict]) -> dict[str, list[float]]:
+    """Rows/s of the embedded server divided by each peer's, per scenario (>1: the embedded server is faster)."""
+    def get(server, proto, scen):
+        return next((r["rows_per_s"] for r in rows if r["server"] == server and r.get("protocol", "-") == proto
+                     and r["scenario"] == scen), float("nan"))
+
+    scen = [s[0] for s in SCENARIOS]
+    return {
+        "embedded gRPC / grpcio peer": [get("embedded", "grpc", s) / get("grpcio peer", "grpc", s) for s in scen],
+        "embedded gRPC+batching / grpcio peer": [get("embedded+batching", "grpc", s) / get("grpcio peer", "grpc", s)
+                                                 for s in scen],
+        "embedded REST / FastAPI peer": [get("embedded", "rest", s) / get("FastAPI peer", "rest", s) for s in scen],
+        "embedded gRPC / in-process floor": [get("embedded", "grpc", s) /
+                                             get("in-process (session callable)", "-", s) for s in scen],
+    }
+
+
+def chart(rows: list[dict], path: Path, machine: str = "") -> None:
+    """Ratios against each peer and the in-process floor (linear scale, 1.0 marked), scenarios labelled,
+    the machine named in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     scen = [s[0] for s in SCENARIOS]
-    servers = sorted({(r["server"], r.get("protocol", "-")) for r in rows})
-    fig, axes = plt.subplots(1, 2, figsize=(16, 6))
-    width = 0.8 / max(1, len(servers))
-    for i, (srv, proto) in enumerate(servers):
-        vals = [next((r["rows_per_s"] for r in rows if r["server"] == srv and r.get("protocol", "-") == proto
-                      and r["scenario"] == s), 0) for s in scen]
-        p99 = [next((r["p99_ms"] for r in rows if r["server"] == srv and r.get("protocol", "-") == proto
-                     and r["scenario"] == s), np.nan) for s in scen]
+    series = chart_ratios(rows)
+    fig, ax = plt.subplots(figsize=(13, 6))
+    width = 0.8 / len(series)
+    for i, (label, vals) in enumerate(series.items()):
         xs = np.arange(len(scen)) + i * width
-        label = srv if proto == "-" else f"{srv} ({proto})"
-        axes[0].bar(xs, vals, width, label=label)
-        axes[1].bar(xs, p99, width, label=label)
-    for ax, title in ((axes[0], "throughput (rows/s, log)"), (axes[1], "p99 latency (ms, log)")):
-        ax.set_xticks(np.arange(len(scen)) + 0.4 - width / 2)
-        ax.set_xticklabels(scen)
-        ax.set_yscale("log")
-        ax.set_title(title)
-    axes[0].legend(fontsize=7)
+        bars = ax.bar(xs, [0 if np.isnan(v) else v for v in vals], width, label=label)
+        for b, v in zip(bars, vals):
+            if not np.isnan(v):
+                ax.annotate(f"{v:.2f}x", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
+                            va="bottom", fontsize=7)
+    ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+    ax.set_xticks(np.arange(len(scen)) + 0.4 - width / 2)
+    ax.set_xticklabels([_SCENARIO_LABELS.get(s, s) for s in scen])
+    ax.set_ylabel("throughput ratio (rows/s), >1 = embedded server faster")
+    ax.set_title(f"tf-serving-bundle embedded server vs peers (mlp / large model, load generator on the same "
+                 f"machine)\n{machine}")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -268,7 +290,7 @@ def main() -> int:
                                                indent=1))
     table = render(rows, machine)
     (out / "bench.md").write_text(table + "\n\n" + "\n".join(ratios(rows)) + "\n")
-    chart(rows, out / "bench.png")
+    chart(rows, out / "bench.png", machine)
     print()
     print(table)
     print()

@@ -331,3 +331,21 @@ def test_installed_package_works_from_any_directory(tmp_path):
     ver = subprocess.run([str(target / "bin" / "tfsb-serve"), "--version"], cwd=elsewhere, env=env,
                          capture_output=True, text=True, timeout=120)
     assert ver.returncode == 0 and "TensorFlow ModelServer" in ver.stdout, ver.stderr[-2000:]
+
+
+def test_publish_a_tf1_builder_export_with_classify_and_regress(tmp_path):
+    """A TF1 SavedModelBuilder model: predict is run on generated inputs, classify/regress need example
+    samples (refused with a clear hint without them), and warmup covers all three."""
+    from export.byom import publish_saved_model
+    from tests.rest_models import build_half_plus_two
+
+    src = tmp_path / "hpt"
+    build_half_plus_two(src)
+    with pytest.raises(PublishError, match=r"--sample (classify|regress)_x_to_y="):
+        publish_saved_model(src, tmp_path / "models", "hpt")
+    assert existing_versions(tmp_path / "models" / "hpt") == []
+    pub = publish_saved_model(src, tmp_path / "models", "hpt", samples={
+        "regress_x_to_y": {"examples": [{"x": 1.0}]}, "classify_x_to_y": {"examples": [{"x": 2.0}]}})
+    assert pub.version == 1
+    kinds = sorted(r.WhichOneof("log_type") for r in read_warmup(pub.path))
+    assert kinds == ["classify_log", "predict_log", "regress_log"]

@@ -105,3 +105,24 @@ def test_readme_bring_your_own_model_walkthrough_runs_outside_the_checkout(tmp_p
 def test_make_help_names_the_port_variables():
     out = subprocess.run(["make", "help"], cwd=REPO, capture_output=True, text=True, timeout=60).stdout
     assert "GRPC_PORT=" in out and "REST_PORT=" in out and "make serve" in out
+
+
+def test_bench_chart_plots_ratios_against_each_peer(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import run as bench
+    finally:
+        sys.path.pop(0)
+    rows = []
+    for sid, *_ in bench.SCENARIOS:
+        for server, proto, rows_s in (("embedded", "grpc", 300.0), ("embedded+batching", "grpc", 450.0),
+                                      ("grpcio peer", "grpc", 150.0), ("embedded", "rest", 200.0),
+                                      ("FastAPI peer", "rest", 100.0), ("in-process (session callable)", "-", 600.0)):
+            rows.append({"server": server, "protocol": proto, "scenario": sid, "rows_per_s": rows_s})
+    r = bench.chart_ratios(rows)
+    assert r["embedded gRPC / grpcio peer"] == [2.0] * len(bench.SCENARIOS)
+    assert r["embedded gRPC+batching / grpcio peer"] == [3.0] * len(bench.SCENARIOS)
+    assert r["embedded REST / FastAPI peer"] == [2.0] * len(bench.SCENARIOS)
+    assert r["embedded gRPC / in-process floor"] == [0.5] * len(bench.SCENARIOS)
+    bench.chart(rows, tmp_path / "bench.png", "x86_64, 2 cores")
+    assert (tmp_path / "bench.png").stat().st_size > 10_000
