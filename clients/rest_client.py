@@ -8,6 +8,7 @@ so NaN/Infinity, b64 and int64 survive the round trip.
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -41,7 +42,7 @@ class RestClient:
     """requests.Session with a pooled adapter; `row=True` sends `instances`, else columnar `inputs`."""
 
     def __init__(self, base_url: str = "http://localhost:8501", *, timeout: float = 30.0, row: bool = False,
-                 pool_size: int = 16):
+                 pool_size: int = 16, metadata_ttl: float = 10.0):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.row = row
@@ -49,7 +50,10 @@ class RestClient:
         adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
-        self._dtypes: dict[tuple, dict[str, int]] = {}
+        self._dtypes: dict[tuple, tuple[float, dict[str, int]]] = {}
+        # REST answers do not say which version answered: for `latest` and labels the cached signature is
+        # re-read after this many seconds (an answer that does not fit it is re-read at once)
+        self.metadata_ttl = metadata_ttl
 
     def close(self) -> None:
         self.session.close()
@@ -93,11 +97,15 @@ class RestClient:
         """Output dtypes from the metadata of the version the request names (cached per model, version or
         label, and signature). A version change behind `latest` or a label is noticed by `_decode`."""
         key = (t.model, t.version, t.label, t.signature or "serving_default")
-        if refresh or key not in self._dtypes:
+        cached = self._dtypes.get(key)
+        now = time.monotonic()
+        stale = cached is not None and t.version is None and now - cached[0] > self.metadata_ttl
+        if refresh or cached is None or stale:
             md = self.metadata(t.model, version=t.version, label=t.label)
             sig = md["signature_def"].get(key[3], {"outputs": {}})
-            self._dtypes[key] = {a: types_pb2.DataType.Value(o["dtype"]) for a, o in sig["outputs"].items()}
-        return self._dtypes[key]
+            cached = self._dtypes[key] = (now, {a: types_pb2.DataType.Value(o["dtype"])
+                                                for a, o in sig["outputs"].items()})
+        return cached[1]
 
     @staticmethod
     def _fits(value: Any, dtype: int) -> bool:

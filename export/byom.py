@@ -195,13 +195,17 @@ def publish_saved_model(src: str | os.PathLike, base_path: str | os.PathLike, na
 
 
 def config_with(config_text: str, name: str, base_path: str) -> str:
-    """`config_text` with an entry for `name` (kept as is when present)."""
+    """`config_text` with an entry for `name`: added, or its base path updated (policy and labels kept)."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
     cfg = text_format.Parse(config_text, model_server_config_pb2.ModelServerConfig())
-    if any(m.name == name for m in cfg.model_config_list.config):
-        return config_text
+    for m in cfg.model_config_list.config:
+        if m.name == name:
+            if m.base_path == base_path:
+                return config_text
+            m.base_path = base_path
+            return text_format.MessageToString(cfg)
     cfg.model_config_list.config.add(name=name, base_path=base_path, model_platform="tensorflow")
     return text_format.MessageToString(cfg)
 

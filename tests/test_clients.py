@@ -313,14 +313,14 @@ def test_readme_client_examples_run_as_written(demo_server):
     assert r.stdout.count("NOT_FOUND 404 Servable not found for request: Specific(mlp, 99)") == 2
 
 
-def _scale_model(path, dtype, factor):
-    """y = x * factor with an output of `dtype`: a model of the user's own, not from the demo zoo."""
+def _scale_model(path, dtype, factor, output="y"):
+    """output = x * factor as `dtype`: a model of the user's own, not from the demo zoo."""
     import tensorflow as tf
 
     class M(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
         def serve(self, x):
-            return {"y": tf.cast(x * factor, dtype)}
+            return {output: tf.cast(x * factor, dtype)}
 
     m = M()
     tmp = path.parent / f".incoming-{path.name}"
@@ -352,6 +352,14 @@ def test_rest_client_follows_a_version_change_of_output_dtype(tmp_path):
         assert expected.tolist() == [1.25, 2.5]
         out = rest.predict("scale", {"x": np.array([1.0, 2.0], np.float32)})["y"]
         assert out.dtype == np.float32 and out.tolist() == [1.25, 2.5]
+        _scale_model(base / "4", tf.float64, 2.0, output="z")  # the output is renamed
+        wait_for(lambda: not any(s["version"] == 3 and s["state"] == "AVAILABLE" for s in grpc_c.status("scale")),
+                 timeout=60, what="version 3 unloaded")
+        # a renamed single output cannot be seen in a REST answer (it carries no name): the cached signature
+        # of `latest` is re-read after metadata_ttl
+        rest.metadata_ttl = 0.0
+        out = rest.predict("scale", {"x": np.array([1.0, 2.0], np.float32)})
+        assert list(out) == ["z"] and out["z"].dtype == np.float64 and out["z"].tolist() == [2.0, 4.0]
     finally:
         srv.stop()
 
