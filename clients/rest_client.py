@@ -127,6 +127,8 @@ class RestClient:
         answered: other output names or other value kinds)."""
         names = sorted(dtypes)
         if len(names) == 1:
+            if self.row and isinstance(result, list) and result and isinstance(result[0], dict):
+                return None  # several named outputs now, one before
             parts = {names[0]: result}
         elif self.row:
             if not isinstance(result, list) or any(not isinstance(r, dict) or set(r) != set(names) for r in result):
@@ -136,9 +138,6 @@ class RestClient:
             if not isinstance(result, dict) or set(result) != set(names):
                 return None
             parts = {n: result[n] for n in names}
-        if len(names) == 1 and isinstance(result, (dict, list)) and self.row and result and \
-                isinstance(result[0], dict):
-            return None  # several outputs now, one before
         if any(not self._fits(v, dtypes[n]) for n, v in parts.items()):
             return None
         return {n: self._to_array(v, dtypes[n]) for n, v in parts.items()}

@@ -24,11 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from export.publish import (WARMUP_FILE, Published, PublishError, _fsync_tree, _publish_lock, _TMP_PREFIX,
-                            clean_stale_tmp, existing_versions)
-
-CLASSIFY = "tensorflow/serving/classify"
-REGRESS = "tensorflow/serving/regress"
+from export.publish import (Published, PublishError, _fsync_tree, _publish_lock, _TMP_PREFIX, clean_stale_tmp,
+                            example_log, existing_versions, write_warmup)
+from export.zoo import CLASSIFY, REGRESS
 
 
 def _signatures(path: Path, tags=("serve",)):
@@ -101,8 +99,7 @@ def _example_inputs(given: dict, name: str) -> list[bytes]:
 
 def check_and_warmup(path: Path, name: str, given: dict) -> list:
     """Load `path` with the server's loader, run every signature, return the warmup PredictionLogs."""
-    from tensorflow_serving.apis import (classification_pb2, input_pb2, model_pb2, predict_pb2,
-                                         prediction_log_pb2, regression_pb2)
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     from serving.codec import from_numpy
 
@@ -127,15 +124,7 @@ def check_and_warmup(path: Path, name: str, given: dict) -> list:
                     raise PublishError(f"signature {sig_name!r} ({sig.method_name}) failed on the sample examples "
                                        f"{given.get(sig_name, {}).get('examples', [{}])}: {e}; pass "
                                        f"--sample {sig_name}='{{\"examples\": [{{...}}]}}'") from e
-                inp = input_pb2.Input()
-                for b in blobs:
-                    inp.example_list.examples.add().ParseFromString(b)
-                if sig.method_name == CLASSIFY:
-                    logs.append(prediction_log_pb2.PredictionLog(classify_log=prediction_log_pb2.ClassifyLog(
-                        request=classification_pb2.ClassificationRequest(model_spec=spec, input=inp))))
-                else:
-                    logs.append(prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(
-                        request=regression_pb2.RegressionRequest(model_spec=spec, input=inp))))
+                logs.append(example_log(spec, sig.method_name, blobs))
                 continue
             feeds = samples[sig_name]
             try:
@@ -156,16 +145,6 @@ def check_and_warmup(path: Path, name: str, given: dict) -> list:
     return logs
 
 
-def _write_warmup(path: Path, logs: list) -> None:
-    import tensorflow as tf
-
-    extra = path / "assets.extra"
-    extra.mkdir(exist_ok=True)
-    with tf.io.TFRecordWriter(str(extra / WARMUP_FILE)) as w:
-        for rec in logs:
-            w.write(rec.SerializeToString())
-
-
 def publish_saved_model(src: str | os.PathLike, base_path: str | os.PathLike, name: str, *,
                         version: int | None = None, samples: dict | None = None) -> Published:
     """Copy, load with the server's loader, run, write warmup, publish atomically as the next version."""
@@ -179,7 +158,7 @@ def publish_saved_model(src: str | os.PathLike, base_path: str | os.PathLike, na
     try:
         shutil.copytree(src, tmp)
         logs = check_and_warmup(tmp, name, samples or {})
-        _write_warmup(tmp, logs)
+        write_warmup(tmp, logs)
         _fsync_tree(tmp)
         with _publish_lock(model_dir):
             current = existing_versions(model_dir)

@@ -129,15 +129,7 @@ def warmup_records(name: str, trained: TrainedModel) -> list[prediction_log_pb2.
         sample = trained.samples[sig]
         spec = model_pb2.ModelSpec(name=name, signature_name=sig)
         if ep.method_name in (CLASSIFY, REGRESS):
-            inp = input_pb2.Input()
-            for blob in sample["inputs"]:
-                inp.example_list.examples.add().ParseFromString(blob)
-            if ep.method_name == CLASSIFY:
-                logs.append(prediction_log_pb2.PredictionLog(classify_log=prediction_log_pb2.ClassifyLog(
-                    request=classification_pb2.ClassificationRequest(model_spec=spec, input=inp))))
-            else:
-                logs.append(prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(
-                    request=regression_pb2.RegressionRequest(model_spec=spec, input=inp))))
+            logs.append(example_log(spec, ep.method_name, sample["inputs"]))
             continue
         req = predict_pb2.PredictRequest(model_spec=spec)
         for ts in ep.input_signature:
@@ -146,7 +138,19 @@ def warmup_records(name: str, trained: TrainedModel) -> list[prediction_log_pb2.
     return logs
 
 
-def _write_warmup(path: Path, records: list[prediction_log_pb2.PredictionLog]) -> None:
+def example_log(spec, method_name: str, examples: list[bytes]) -> prediction_log_pb2.PredictionLog:
+    """A warmup record for a classify or regress signature over serialized tf.Examples."""
+    inp = input_pb2.Input()
+    for blob in examples:
+        inp.example_list.examples.add().ParseFromString(blob)
+    if method_name == CLASSIFY:
+        return prediction_log_pb2.PredictionLog(classify_log=prediction_log_pb2.ClassifyLog(
+            request=classification_pb2.ClassificationRequest(model_spec=spec, input=inp)))
+    return prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(
+        request=regression_pb2.RegressionRequest(model_spec=spec, input=inp)))
+
+
+def write_warmup(path: Path, records: list[prediction_log_pb2.PredictionLog]) -> None:
     extra = path / "assets.extra"
     extra.mkdir(exist_ok=True)
     with tf.io.TFRecordWriter(str(extra / WARMUP_FILE)) as w:
@@ -240,7 +244,7 @@ def publish(trained: TrainedModel, base_path: str | os.PathLike, *, version: int
     try:
         _write_archive(trained, tmp)
         _set_method_names(tmp, trained.endpoints)
-        _write_warmup(tmp, warmup_records(trained.name, trained))
+        write_warmup(tmp, warmup_records(trained.name, trained))
         try:
             validator(tmp, trained)
         except PublishError:

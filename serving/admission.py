@@ -36,12 +36,19 @@ class MemoryBudget:
         r.grow(n, what)
         return r
 
-    def _take(self, n: int, what: str) -> None:
-        if not self.limit or n <= 0:
-            with self._lock:
-                self._used += max(0, n)
-            return
+    def check(self, n: int, what: str = "request") -> None:
+        """Raise what `reserve(n)` would raise now, without taking anything."""
         with self._lock:
+            self._refuse_unless_fits(n, what)
+
+    def _take(self, n: int, what: str) -> None:
+        with self._lock:
+            self._refuse_unless_fits(n, what)
+            self._used += max(0, n)
+
+    def _refuse_unless_fits(self, n: int, what: str) -> None:
+        """Under the lock."""
+        if self.limit and n > 0:
             if n > self.limit:
                 raise ResourceExhaustedError(
                     f"{what} needs about {n} bytes of memory, more than the server's request memory budget of "
@@ -52,7 +59,6 @@ class MemoryBudget:
                     f"Server is out of request memory: {what} needs about {n} bytes, {self._used} of "
                     f"{self.limit} bytes are held by requests in flight (--request_memory_budget_bytes); "
                     "retry later")
-            self._used += n
 
     def _give(self, n: int) -> None:
         with self._lock:

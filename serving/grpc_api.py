@@ -51,11 +51,10 @@ def _guarded_deserializer(parse: Callable, budget: MemoryBudget) -> Callable:
     protobuf parses it: the only moment a gRPC server can decline bytes that have already arrived."""
 
     def deserialize(raw: bytes) -> _Sized:
-        if not budget.fits(2 * len(raw)):
-            try:
-                budget.reserve(2 * len(raw), f"A request of {len(raw)} bytes").release()
-            except ServingError as e:
-                return _Sized(None, len(raw), e)
+        try:
+            budget.check(2 * len(raw), f"A request of {len(raw)} bytes")
+        except ServingError as e:
+            return _Sized(None, len(raw), e)
         return _Sized(parse(raw), len(raw))
 
     return deserialize

@@ -42,6 +42,21 @@ def zoo(tmp_path_factory):
     return base, export_zoo(base)
 
 
+def pip_install_target(src, target) -> dict:
+    """`pip install` a project directory into `target` (no deps, no network) and return an environment in which
+    only that copy is importable and its console scripts come first on PATH: how a user outside the checkout
+    would run it."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--target", str(target), str(src)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=str(target), TF_CPP_MIN_LOG_LEVEL="2", PATH=f"{Path(target) / 'bin'}:{env['PATH']}")
+    return env
+
+
 def render_models_config(base) -> str:
     """serving/models.config with /models/ replaced by `base`, exactly what `make serve` does."""
     text = (REPO / "serving" / "models.config").read_text()

@@ -77,3 +77,16 @@ def test_budget_callback_can_refuse_mid_stream():
         gunzip(gzip.compress(b"\0" * (16 << 20)), 0, lambda n: r.grow(n))
     r.release()
     assert b.used == 0
+
+
+def test_check_refuses_like_reserve_but_takes_nothing():
+    b = MemoryBudget(100)
+    b.check(100)
+    assert b.used == 0
+    with b.reserve(80):
+        with pytest.raises(ResourceExhaustedError, match="retry later"):
+            b.check(30, "A request of 15 bytes")
+        b.check(20)
+        assert b.used == 80
+    with pytest.raises(ResourceExhaustedError, match="more than the server's request memory budget"):
+        b.check(101)

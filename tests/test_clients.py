@@ -17,7 +17,7 @@ from clients import GrpcClient, RestClient, ServingClientError, make_input
 from clients.ab import ABRouter, parse_weights
 from clients.rollout import read_config, set_labels, promote
 from export.zoo import CLASSIFY, REGRESS, ZOO
-from tests.conftest import REPO
+from tests.conftest import REPO, pip_install_target
 from tests.server_util import ServerProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -403,12 +403,7 @@ def test_generated_lite_descriptors_are_current():
 
 def test_tf_free_client_installs_alone_and_answers_like_the_full_client(demo_server, tmp_path):
     target = tmp_path / "site"
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                        "--target", str(target), str(REPO / "client-lite")], capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONPATH"] = str(target)
+    env = pip_install_target(str(REPO / "client-lite"), target)
     script = (
         "import sys, time, json\n"
         "t = time.perf_counter()\n"

@@ -19,7 +19,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from export.publish import PublishError, clean_stale_tmp, existing_versions, publish, read_warmup, validate
 from export.zoo import ZOO, Endpoint, TrainedModel
-from tests.conftest import REPO
+from tests.conftest import REPO, pip_install_target
 
 
 def tiny(seed: int = 0) -> TrainedModel:
@@ -310,13 +310,9 @@ def test_publish_your_own_keras_export_and_serve_it(tmp_path):
 def test_installed_package_works_from_any_directory(tmp_path):
     """`pip install` of the project gives importable packages and console scripts outside the checkout."""
     target = tmp_path / "site"
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                        "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    env = pip_install_target(str(REPO), target)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONPATH"] = str(target)
     imp = subprocess.run([sys.executable, "-c", "import clients, export, serving, serving.config as c; "
                           "print(clients.__file__); print(c.__file__)"], cwd=elsewhere, env=env,
                          capture_output=True, text=True, timeout=120)

@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.conftest import REPO, pip_install_target
 
 
 def _python_blocks(section: str) -> list[str]:
@@ -60,9 +60,7 @@ def test_readme_bring_your_own_model_walkthrough_runs_outside_the_checkout(tmp_p
     lines = [ln for ln in block.splitlines() if ln.strip()]
     assert [ln.split()[0] for ln in lines] == ["tfsb-byom", "tfsb-byom", "tfsb-serve", "curl"]
     target = tmp_path / "site"
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                        "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    env = pip_install_target(str(REPO), target)
     work = tmp_path / "work"
     work.mkdir()
     build = ("import keras, numpy as np\n"
@@ -70,8 +68,6 @@ def test_readme_bring_your_own_model_walkthrough_runs_outside_the_checkout(tmp_p
              "m = keras.Model(inp, keras.layers.Dense(2)(inp))\n"
              "m.export('my_export', verbose=False)\n"
              "print(m.predict(np.array([[1.0, 2.0, 3.0]], np.float32), verbose=0).tolist())\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(PYTHONPATH=str(target), TF_CPP_MIN_LOG_LEVEL="2", PATH=f"{target / 'bin'}:{env['PATH']}")
     made = subprocess.run([sys.executable, "-c", build], cwd=work, env=env, capture_output=True, text=True,
                           timeout=300)
     assert made.returncode == 0, made.stderr[-2000:]
