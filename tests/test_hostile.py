@@ -120,7 +120,8 @@ def hostile(zoo, tmp_path_factory):
     expected = np.asarray(trained["linear"].model.predict(X, verbose=0))
     srv = ServerProcess([f"--model_config_file={cfg}", "--file_system_poll_wait_seconds=1",
                          f"--monitoring_config_file={mon}", "--rest_api_header_timeout_seconds=2",
-                         "--rest_api_body_timeout_seconds=3", "--rest_api_max_connections=200"])
+                         "--rest_api_body_timeout_seconds=3", "--rest_api_idle_timeout_seconds=2",
+                         "--rest_api_max_connections=200"])
     srv.root, srv.expected = root, expected
     try:
         yield srv.wait_ready()
@@ -318,6 +319,23 @@ def test_slowloris_and_header_bombs_are_cut_off(hostile):
         for s in slow:
             s.close()
         bomb.close()
+    probe.check(hostile)
+
+
+def test_stalled_bodies_and_idle_keep_alive_connections_are_closed(hostile):
+    with Probe(hostile, hostile.expected) as probe:
+        with socket.create_connection(("127.0.0.1", hostile.rest_port)) as stalled:
+            stalled.sendall(b"POST /v1/models/linear:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+                            b'{"instances"')  # 12 of 100 bytes, then nothing
+            t0 = time.monotonic()
+            reply = _recv_all(stalled, 10)
+            assert reply.startswith(b"HTTP/1.1 408") and b"--rest_api_body_timeout_seconds" in reply, reply[:200]
+            assert time.monotonic() - t0 < 8
+        with socket.create_connection(("127.0.0.1", hostile.rest_port)) as idle:
+            idle.sendall(b"GET /v1/models/linear HTTP/1.1\r\nHost: x\r\n\r\n")
+            t0 = time.monotonic()
+            reply = _recv_all(idle, 10)  # the answer, then the close after the 2 s idle timeout
+            assert b"AVAILABLE" in reply and time.monotonic() - t0 < 8
     probe.check(hostile)
 
 
