@@ -51,7 +51,7 @@ EMBEDDED_IMAGE ?= tf-serving-bundle-embedded:local
 COMPOSE := docker compose -f docker/docker-compose.yml
 SERVE_FLAGS := --port=$(GRPC_PORT) --rest_api_port=$(REST_PORT) \
   --model_config_file=$(RUN)/models.config --model_config_file_poll_wait_seconds=5 \
-  --file_system_poll_wait_seconds=1 --allow_version_labels_for_unavailable_models \
+  --file_system_poll_wait_seconds=1 --allow_version_labels_for_unavailable_models --prefer_tflite_model=true \
   --monitoring_config_file=serving/monitoring.config --enable_grpc_healthcheck_service
 
 serve: $(STAMP) $(RUN)/models.config ## serve ./models: SERVER=auto|embedded|docker|docker-gpu, DETACH=1 for background

@@ -16,12 +16,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 
+def _grpc_client(args):
+    from clients import GrpcClient
+    from clients.base import TlsFiles
+
+    tls = None
+    if args.tls_ca or args.tls_cert or args.tls_key or args.tls_server_name:
+        tls = TlsFiles(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
+    try:
+        return GrpcClient(args.grpc_target, timeout=args.timeout, tls=tls)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"TLS: {e}") from None
+
+
 def _client(args):
-    from clients import GrpcClient, RestClient
+    from clients import RestClient
 
     if args.rest:
         return RestClient(args.rest_url, timeout=args.timeout)
-    return GrpcClient(args.grpc_target, timeout=args.timeout)
+    return _grpc_client(args)
 
 
 def _load_json(text: str):
@@ -133,10 +146,9 @@ def _config_path(args) -> str:
 
 
 def cmd_label(args):
-    from clients import GrpcClient
     from clients.rollout import promote, set_labels
 
-    client = GrpcClient(args.grpc_target, timeout=args.timeout)
+    client = _grpc_client(args)
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     from clients.base import ServingClientError
 
@@ -230,6 +242,12 @@ def main(argv=None) -> int:
     proto.add_argument("--rest", action="store_true", help="use REST")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default %(default)s)")
+    p.add_argument("--tls-ca", help="gRPC over TLS: PEM file of the CA that signed the server certificate")
+    p.add_argument("--tls-cert", help="gRPC over TLS: this client's certificate (PEM), for servers that verify "
+                                      "clients (SSLConfig client_verify)")
+    p.add_argument("--tls-key", help="gRPC over TLS: the private key (PEM) of --tls-cert")
+    p.add_argument("--tls-server-name", help="gRPC over TLS: the name to expect in the server certificate when "
+                                             "it differs from the target's host")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def target(sp, label=True):

@@ -23,6 +23,30 @@ HTTP_TO_CODE = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSIO
                 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS gRPC channel (a server started with --ssl_config_file): `ca` verifies the server
+    (system roots when None); `cert` + `key` are the client's own certificate, needed when the server sets
+    `client_verify` (mutual TLS); `server_name` overrides the name checked against the server certificate."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    server_name: str | None = None
+
+    def credentials(self):
+        import grpc
+
+        if bool(self.cert) != bool(self.key):
+            raise ValueError("a client certificate needs both --tls-cert and --tls-key")
+
+        def read(path: str | None) -> bytes | None:
+            return open(path, "rb").read() if path else None
+
+        return grpc.ssl_channel_credentials(root_certificates=read(self.ca), private_key=read(self.key),
+                                            certificate_chain=read(self.cert))
+
+
 class ServingClientError(Exception):
     """Any failed call, from either client."""
 

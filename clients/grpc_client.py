@@ -13,7 +13,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 from tensorflow_serving.config import model_server_config_pb2
 
-from clients.base import ServingClientError, Target, as_inputs, make_input, signature_summary
+from clients.base import ServingClientError, Target, TlsFiles, as_inputs, make_input, signature_summary
 from serving import codec
 
 MAX_MESSAGE = 2**31 - 1  # what TF Serving accepts (builder.SetMaxMessageSize(INT32_MAX))
@@ -24,14 +24,19 @@ class GrpcClient:
     """One channel per client (reuse it); retries with jittered backoff only on UNAVAILABLE."""
 
     def __init__(self, target: str = "localhost:8500", *, timeout: float = 30.0, retries: int = 3,
-                 backoff: float = 0.05, tensor_content: bool = True):
+                 backoff: float = 0.05, tensor_content: bool = True, tls: TlsFiles | None = None):
         self.target = target
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
         self.tensor_content = tensor_content
-        self.channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", MAX_MESSAGE),
-                                                              ("grpc.max_receive_message_length", MAX_MESSAGE)])
+        options = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
+        if tls is None:
+            self.channel = grpc.insecure_channel(target, options=options)
+        else:
+            if tls.server_name:
+                options.append(("grpc.ssl_target_name_override", tls.server_name))
+            self.channel = grpc.secure_channel(target, tls.credentials(), options=options)
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self.channel)
 

@@ -122,6 +122,26 @@ def _set_method_names(path: Path, endpoints: dict[str, Endpoint]) -> None:
     pb.write_bytes(sm.SerializeToString())
 
 
+TFLITE_FILE = "model.tflite"
+
+
+def to_tflite(path: Path, signatures: list[str]) -> None:
+    """Replace the SavedModel in `path` by its TensorFlow Lite conversion (`model.tflite`: the signatures in
+    the signature table and, when TF Serving's C++ can resolve them — all in the first subgraph —, also in the
+    metadata entry it reads): the version directory then holds only what a TFLite server loads."""
+    from export.tflite import (convert_saved_model, primary_subgraph_signatures, table_signature_defs,
+                               with_signature_metadata)
+
+    content = convert_saved_model(path, signatures)
+    table = table_signature_defs(content)
+    portable = primary_subgraph_signatures(content, table)
+    if portable == table:  # else TF Serving could not resolve them all: leave the table as the only source
+        content = with_signature_metadata(content, table)
+    for child in list(path.iterdir()):
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    (path / TFLITE_FILE).write_bytes(content)
+
+
 def warmup_records(name: str, trained: TrainedModel) -> list[prediction_log_pb2.PredictionLog]:
     """One request per signature from its sample inputs, using the API each signature is served by."""
     logs = []
@@ -182,10 +202,54 @@ def _fsync_tree(path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- validation
 
+def _compare(sig: str, got: dict[str, np.ndarray], reference: dict[str, np.ndarray], rtol: float,
+             atol: float) -> None:
+    if set(got) != set(reference):
+        raise PublishError(f"signature {sig!r}: output keys {sorted(got)}, expected {sorted(reference)}")
+    for k, ref in reference.items():
+        out = got[k]
+        if out.dtype != ref.dtype or out.shape != ref.shape:
+            raise PublishError(f"signature {sig!r}: output {k!r} is {out.dtype}{list(out.shape)}, "
+                               f"expected {ref.dtype}{list(ref.shape)}")
+        same = (np.array_equal(out, ref) if out.dtype == object or out.dtype.kind in "biuSU"
+                else np.allclose(out, ref, rtol=rtol, atol=atol))
+        if not same:
+            raise PublishError(f"signature {sig!r}: output {k!r} differs from the in-memory model "
+                               f"(max abs diff {np.max(np.abs(out.astype(float) - ref.astype(float)))})")
+
+
+def validate_tflite(path: Path, trained: TrainedModel, *, rtol: float = 1e-4, atol: float = 1e-5) -> None:
+    """Load `model.tflite` the way the server does (LiteRT interpreter, signatures as the server reads them) and
+    compare every signature with the in-memory endpoints (conversion may reorder float operations: a
+    slightly wider tolerance)."""
+    from serving.tflite import TfLiteServable
+
+    servable = TfLiteServable(str(path / TFLITE_FILE))
+    try:
+        if set(servable.signatures) != set(trained.endpoints):
+            raise PublishError(f"signatures: expected {sorted(trained.endpoints)}, model.tflite has "
+                               f"{sorted(servable.signatures)}")
+        for sig, ep in trained.endpoints.items():
+            s = servable.signatures[sig]
+            want = sorted(ts.name for ts in ep.input_signature)
+            if sorted(s.inputs) != want:
+                raise PublishError(f"signature {sig!r}: input keys {sorted(s.inputs)}, expected {want}")
+            sample = trained.samples[sig]
+            inputs = {ts.name: np.asarray(sample[ts.name], dtype=ts.dtype.as_numpy_dtype) for ts in ep.input_signature}
+            _compare(sig, servable.run_signature(s, inputs, list(s.outputs)), ep.call(sample), rtol, atol)
+    finally:
+        servable.close()
+
+
 def validate(path: Path, trained: TrainedModel, *, rtol: float = 1e-5, atol: float = 1e-6) -> None:
-    """Reload the written SavedModel fresh and compare every signature with the in-memory endpoints.
+    """Reload the written SavedModel (or model.tflite) fresh and compare every signature with the in-memory
+    endpoints.
 
     Raises PublishError naming the signature and the check (keys, dtypes, shapes, method name, values)."""
+    if trained.tflite:
+        validate_tflite(path, trained)
+        _check_warmup(path, trained)
+        return
     sm = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
     sigdefs = sm.meta_graphs[0].signature_def
     loaded = tf.saved_model.load(str(path))
@@ -213,18 +277,11 @@ def validate(path: Path, trained: TrainedModel, *, rtol: float = 1e-5, atol: flo
         reference = ep.call(sample)
         got = {k: v.numpy() for k, v in fn(**{k: tf.constant(sample[k], dtype=want[k].dtype)
                                                for k in want}).items()}
-        if set(got) != set(reference):
-            raise PublishError(f"signature {sig!r}: output keys {sorted(got)}, expected {sorted(reference)}")
-        for k, ref in reference.items():
-            out = got[k]
-            if out.dtype != ref.dtype or out.shape != ref.shape:
-                raise PublishError(f"signature {sig!r}: output {k!r} is {out.dtype}{list(out.shape)}, "
-                                   f"expected {ref.dtype}{list(ref.shape)}")
-            same = (np.array_equal(out, ref) if out.dtype == object or out.dtype.kind in "biuSU"
-                    else np.allclose(out, ref, rtol=rtol, atol=atol))
-            if not same:
-                raise PublishError(f"signature {sig!r}: output {k!r} differs from the in-memory model "
-                                   f"(max abs diff {np.max(np.abs(out.astype(float) - ref.astype(float)))})")
+        _compare(sig, got, reference, rtol, atol)
+    _check_warmup(path, trained)
+
+
+def _check_warmup(path: Path, trained: TrainedModel) -> None:
     records = read_warmup(path)
     if len(records) != len(trained.endpoints):
         raise PublishError(f"warmup: {len(records)} records, expected {len(trained.endpoints)}")
@@ -244,6 +301,8 @@ def publish(trained: TrainedModel, base_path: str | os.PathLike, *, version: int
     try:
         _write_archive(trained, tmp)
         _set_method_names(tmp, trained.endpoints)
+        if trained.tflite:
+            to_tflite(tmp, list(trained.endpoints))
         write_warmup(tmp, warmup_records(trained.name, trained))
         try:
             validator(tmp, trained)

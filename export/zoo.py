@@ -8,6 +8,7 @@ The seed document's three patterns are here, corrected for Keras 3 (see README "
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Callable
@@ -44,6 +45,9 @@ class TrainedModel:
     endpoints: dict[str, Endpoint]
     samples: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     final_loss: float = float("nan")
+    # Published as `model.tflite` (converted from the SavedModel) instead of the SavedModel: served with
+    # --prefer_tflite_model through the LiteRT interpreter.
+    tflite: bool = False
 
 
 def _spec(shape: list[int | None], dtype: tf.DType, name: str) -> tf.TensorSpec:
@@ -224,9 +228,20 @@ def build_census(seed: int, log: Callable[[str], None] = lambda s: None) -> Trai
         final_loss=loss)
 
 
+def build_mlp_lite(seed: int, log: Callable[[str], None] = lambda s: None) -> TrainedModel:
+    """The mlp (same seed, same weights), published as TensorFlow Lite with its `serving_default` signature.
+    One signature is one TFLite subgraph, the only layout TF Serving's C++ TFLite path can describe (it looks
+    signature tensors up in the first subgraph), so the official image and the embedded server agree on it."""
+    trained = build_mlp(seed, log)
+    return dataclasses.replace(trained, name="mlp_lite", tflite=True,
+                               endpoints={"serving_default": trained.endpoints["serving_default"]},
+                               samples={"serving_default": trained.samples["serving_default"]})
+
+
 ZOO: dict[str, Callable[..., TrainedModel]] = {
     "linear": build_linear,
     "mlp": build_mlp,
     "multi": build_multi,
     "census": build_census,
+    "mlp_lite": build_mlp_lite,
 }

@@ -343,7 +343,7 @@ class Core:
             if f != "signature_def":
                 raise InvalidArgumentError(f"Metadata field {f} is not supported")
         with self.servable(spec) as rec:
-            return rec.version, dict(rec.servable.meta_graph.signature_def)
+            return rec.version, dict(rec.servable.signature_defs)
 
     def status_proto(self, name: str, version: int | None) -> get_model_status_pb2.GetModelStatusResponse:
         """GetModelStatusResponse as both transports return it (REST renders it as protobuf JSON)."""

@@ -62,9 +62,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("tensorflow_inter_op_parallelism", "int64", 0, "Controls the number of operators that can be "
          "executed simultaneously."),
     Flag("use_alts_credentials", "bool", False, "Use Google ALTS credentials", "fatal"),
-    Flag("ssl_config_file", "string", "", "If non-empty, read an ascii SSLConfig protobuf.", "fatal"),
-    Flag("platform_config_file", "string", "", "If non-empty, read an ascii PlatformConfigMap protobuf.",
-         "fatal"),
+    Flag("ssl_config_file", "string", "", "If non-empty, read an ascii SSLConfig protobuf."),
+    Flag("platform_config_file", "string", "", "If non-empty, read an ascii PlatformConfigMap protobuf."),
     Flag("per_process_gpu_memory_fraction", "float", 0.0, "Fraction that each process occupies of the GPU "
          "memory space."),
     Flag("saved_model_tags", "string", "serve", "Comma-separated set of tags corresponding to the meta "
@@ -80,14 +79,14 @@ FLAGS: tuple[Flag, ...] = (
     Flag("monitoring_config_file", "string", "", "If non-empty, read an ascii MonitoringConfig protobuf."),
     Flag("remove_unused_fields_from_bundle_metagraph", "bool", True, "Removes unused fields from "
          "MetaGraphDef proto message to save memory.", False),
-    Flag("prefer_tflite_model", "bool", False, "EXPERIMENTAL; Prefer TensorFlow Lite model.", "fatal"),
-    Flag("num_tflite_pools", "int32", _CPUS, "EXPERIMENTAL; Number of TFLite interpreters pools.", False),
+    Flag("prefer_tflite_model", "bool", False, "EXPERIMENTAL; Prefer TensorFlow Lite model."),
+    Flag("num_tflite_pools", "int32", _CPUS, "EXPERIMENTAL; Number of TFLite interpreters pools."),
     Flag("num_tflite_interpreters_per_pool", "int32", 1, "EXPERIMENTAL; Number of TFLite interpreters "
-         "per pool.", False),
+         "per pool."),
     Flag("enable_signature_method_name_check", "bool", False, "Enable method_name check for SignatureDef."),
     Flag("xla_cpu_compilation_enabled", "bool", False, "EXPERIMENTAL; CPU JIT compilation.", False),
     Flag("xla_gpu_compilation_enabled", "bool", False, "EXPERIMENTAL; GPU JIT compilation.", False),
-    Flag("enable_profiler", "bool", True, "Enable profiler service.", False),
+    Flag("enable_profiler", "bool", True, "Enable profiler service."),
     Flag("thread_pool_factory_config_file", "string", "", "Thread pool factory config.", False),
     Flag("mixed_precision", "string", "", "Mixed precision (bfloat16).", False),
     Flag("skip_initialize_tpu", "bool", False, "Whether to skip TPU initialization.", False),

@@ -27,8 +27,10 @@ class ModelRegistry:
     def __init__(self, loader: Loader, *, load_policy: LoadPolicy, poll_seconds: int,
                  allow_unavailable_labels: bool = False,
                  on_event: Callable[[str, VersionRecord], None] | None = None,
-                 on_removed: Callable[[str], None] | None = None):
+                 on_removed: Callable[[str], None] | None = None,
+                 platforms: frozenset[str] = frozenset({"tensorflow"})):
         self._loader = loader
+        self._platforms = platforms
         self._on_removed = on_removed or (lambda name: None)
         self._load_policy = load_policy
         self._poll_seconds = poll_seconds
@@ -99,7 +101,7 @@ class ModelRegistry:
         retries go on in the background; at start-up the retries decide, as in TF Serving). Only the validation and the swap hold the registry lock:
         serving, polling and other reloads never wait on a model that is slow or broken to load."""
         with self._reload_lock:
-            validate(cfg, self.config)
+            validate(cfg, self.config, self._platforms)
             if cfg.WhichOneof("config") is None:
                 log.info("Taking no action for empty config")
                 if self.config is None:

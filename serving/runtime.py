@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,27 +63,54 @@ class Signature:
         self.defaults = set(getattr(sigdef, "defaults", {}) or {})
 
 
+def check_feed_dtypes(sig: Signature, inputs: dict[str, np.ndarray]) -> list[str]:
+    """TF's feed type check with its message (every runtime answers alike); string inputs become object
+    arrays (in place). Returns the aliases in feed order."""
+    order = [a for a in sig.input_order if a in inputs]
+    for i, alias in enumerate(order):
+        want = sig.inputs[alias].dtype
+        arr = inputs[alias]
+        ok = arr.dtype.kind in "OSU" if want == DT_STRING else arr.dtype == NP_DTYPE.get(want)
+        if not ok:
+            raise InvalidArgumentError(f"Expects arg[{i}] to be {dtype_name(want)} but "
+                                       f"{dtype_name(dtype_of(arr))} is provided")
+        if want == DT_STRING and arr.dtype != object:
+            inputs[alias] = arr.astype(object)
+    return order
+
+
 class SavedModelServable:
     """One loaded version. Thread-safe: TF sessions run concurrently; callables are created once."""
 
     def __init__(self, path: str | Path, tags: Sequence[str] = ("serve",), *, session_config=None):
-        t = tf()
         self.path = str(path)
         _check_looks_like_saved_model(self.path)
+        try:
+            try:
+                self._load(tags, session_config)
+            except Exception as e:
+                if _unregistered_op(e) is None or not register_optional_ops():
+                    raise
+                self._load(tags, session_config)  # TF Text's ops are registered now: once more
+        except Exception as e:
+            raise _load_error(e) from e
+        self.signature_defs = self.meta_graph.signature_def
+        self.signatures: dict[str, Signature] = {k: Signature(k, sd) for k, sd in self.signature_defs.items()}
+        self._callables: dict[tuple, object] = {}
+        self._lock = threading.Lock()
+        self.batcher = None  # a BatchScheduler when --enable_batching applies to this version
+        self.own_batcher = False
+
+    def _load(self, tags: Sequence[str], session_config) -> None:
+        t = tf()
         self.graph = t.Graph()
         self.session = t.compat.v1.Session(graph=self.graph, config=session_config)
         try:
             with self.graph.as_default():
                 self.meta_graph = t.compat.v1.saved_model.loader.load(self.session, list(tags), self.path)
-        except Exception as e:
+        except Exception:
             self.session.close()
-            raise from_tf_exception(e) from e
-        self.signatures: dict[str, Signature] = {
-            k: Signature(k, sd) for k, sd in self.meta_graph.signature_def.items()}
-        self._callables: dict[tuple, object] = {}
-        self._lock = threading.Lock()
-        self.batcher = None  # a BatchScheduler when --enable_batching applies to this version
-        self.own_batcher = False
+            raise
 
     def close(self) -> None:
         if self.batcher is not None and self.own_batcher:
@@ -114,20 +142,9 @@ class SavedModelServable:
         return [r if isinstance(r, np.ndarray) else np.asarray(r, dtype=object if isinstance(r, bytes) else None)
                 for r in out]
 
-    def check_dtypes(self, sig: Signature, inputs: dict[str, np.ndarray]) -> list[str]:
-        """TF's feed type check with its message; string inputs become object arrays (in place).
-        Returns the aliases in feed order."""
-        order = [a for a in sig.input_order if a in inputs]
-        for i, alias in enumerate(order):
-            want = sig.inputs[alias].dtype
-            arr = inputs[alias]
-            ok = arr.dtype.kind in "OSU" if want == DT_STRING else arr.dtype == NP_DTYPE.get(want)
-            if not ok:
-                raise InvalidArgumentError(f"Expects arg[{i}] to be {dtype_name(want)} but "
-                                           f"{dtype_name(dtype_of(arr))} is provided")
-            if want == DT_STRING and arr.dtype != object:
-                inputs[alias] = arr.astype(object)
-        return order
+    @staticmethod
+    def check_dtypes(sig: Signature, inputs: dict[str, np.ndarray]) -> list[str]:
+        return check_feed_dtypes(sig, inputs)
 
     def run_signature(self, sig: Signature, inputs: dict[str, np.ndarray],
                       outputs: Sequence[str]) -> dict[str, np.ndarray]:
@@ -137,6 +154,53 @@ class SavedModelServable:
         fetch_names = [sig.outputs[a].name for a in outputs]
         results = self.run(feeds, fetch_names)
         return dict(zip(outputs, results))
+
+
+# Op libraries tensorflow_model_server links in statically; here they are Python packages whose import
+# registers their ops. Imported only when a model needs an op TensorFlow itself does not have.
+OPTIONAL_OP_PACKAGES = (("tensorflow_text", "tensorflow-text"),)
+_registered: list[str] | None = None
+_register_lock = threading.Lock()
+
+
+def register_optional_ops() -> list[str]:
+    """Import every installed optional op package once; returns the ones that are now registered."""
+    global _registered
+    with _register_lock:
+        if _registered is None:
+            _registered = []
+            for module, dist in OPTIONAL_OP_PACKAGES:
+                try:
+                    __import__(module)
+                except ImportError as e:
+                    log.info("%s is not available (%s); its ops cannot be loaded", dist, e)
+                    continue
+                log.info("registered the ops of %s", dist)
+                _registered.append(dist)
+        return list(_registered)
+
+
+_OP_NOT_REGISTERED = re.compile(r"Op type not registered '([^']+)'")
+
+
+def _unregistered_op(e: Exception) -> str | None:
+    m = _OP_NOT_REGISTERED.search(str(e))
+    return m.group(1) if m else None
+
+
+def _load_error(e: Exception):
+    """TF's error, plus what to install when the model needs an op TensorFlow does not have."""
+    err = from_tf_exception(e)
+    op = _unregistered_op(e)
+    if op is not None:
+        have = register_optional_ops()
+        missing = [dist for _mod, dist in OPTIONAL_OP_PACKAGES if dist not in have]
+        hint = (f"The model uses op '{op}', which is not part of TensorFlow. Ops of TensorFlow Text (TF Serving "
+                f"links them in) are registered when the tensorflow-text package is installed")
+        hint += f"; not installed here: pip install {' '.join(missing)}" if missing else \
+            ", and it is installed, so the op comes from another library"
+        err = NotFoundError(f"{hint}. {err.message}")
+    return err
 
 
 def _check_looks_like_saved_model(path: str) -> None:
@@ -163,7 +227,7 @@ def tree_snapshot(path: str | Path) -> tuple[tuple[str, int], ...]:
 
 def is_complete(path: str | Path) -> bool:
     """Whether a version directory looks fully written: saved_model.pb present and, when the model has a
-    variables/ directory, its index and every data shard the index's file names promise.
+    variables/ directory, its index and every data shard the index's file names promise; or a model.tflite.
 
     TF Serving tries to load a half-copied directory, fails, and (after retries) never looks at it again;
     we wait for it to be complete instead."""
@@ -171,7 +235,8 @@ def is_complete(path: str | Path) -> bool:
     if not p.is_dir():
         return p.exists()  # a plain file named like a version: let the load report the error
     if not ((p / "saved_model.pb").is_file() or (p / "saved_model.pbtxt").is_file()):
-        return False
+        # a TFLite-only version (`--prefer_tflite_model`); the settle check covers a half-written file
+        return (p / "model.tflite").is_file()
     var = p / "variables"
     if var.is_dir():
         names = {c.name for c in var.iterdir()}

@@ -11,14 +11,13 @@ import time
 from dataclasses import dataclass, field
 
 from serving import metrics
-from serving.config import (BatchingParameters, ModelServerConfig, MonitoringConfig, parse_text_file,
-                            single_model_config)
+from serving.config import ModelServerConfig, MonitoringConfig, SSLConfig, parse_text_file, single_model_config
 from serving.admission import MemoryBudget
 from serving.core import Core
 from serving.errors import InvalidArgumentError, ServingError
 from serving.flags import ServerOptions, unsupported_settings
+from serving.platform import Loader, load_settings
 from serving.registry import ModelRegistry
-from serving.runtime import SavedModelServable, tf
 from serving.versions import LoadPolicy, VersionRecord
 
 log = logging.getLogger("serving")
@@ -98,32 +97,6 @@ def load_config(opts: ServerOptions) -> ModelServerConfig:
     return single_model_config(opts.model_name, opts.model_base_path)
 
 
-def session_config(opts: ServerOptions):
-    t = tf()
-    cfg = t.compat.v1.ConfigProto()
-    if opts.tensorflow_session_config_file:
-        from google.protobuf import text_format
-
-        try:
-            text_format.Parse(open(opts.tensorflow_session_config_file).read(), cfg)
-        except Exception as e:  # noqa: BLE001
-            raise InvalidArgumentError(f"Invalid protobuf file: '{opts.tensorflow_session_config_file}'") from e
-    intra, inter, both = (opts.tensorflow_intra_op_parallelism, opts.tensorflow_inter_op_parallelism,
-                          opts.tensorflow_session_parallelism)
-    if intra > 0 and inter > 0 and both > 0:
-        raise InvalidArgumentError(
-            "Either configure server_options.tensorflow_session_parallelism or "
-            "(server_options.tensorflow_intra_op_parallelism, server_options.tensorflow_inter_op_parallelism) "
-            "separately. You cannot configure all.")
-    if intra > 0 or inter > 0:
-        cfg.intra_op_parallelism_threads = intra
-        cfg.inter_op_parallelism_threads = inter
-    elif both > 0:
-        cfg.intra_op_parallelism_threads = both
-        cfg.inter_op_parallelism_threads = both
-    return cfg
-
-
 def build_and_start(opts: ServerOptions) -> Server:
     """Everything before the ports open can fail with a ServingError: the caller prints
     `Failed to start server. Error: <status>` and exits 255, like tensorflow_model_server."""
@@ -136,65 +109,19 @@ def build_and_start(opts: ServerOptions) -> Server:
     validate_options(opts)
     _check_ports(opts)  # before minutes of model loading, not after
     config = load_config(opts)
-    if opts.batching_parameters_file and not opts.enable_batching:
-        raise InvalidArgumentError("server_options.batching_parameters_file is set without setting "
-                                   "server_options.enable_batching to true.")
-    batcher, batch_defaults = None, None
-    if opts.enable_batching:
-        from serving.batching import BatchOptions, BatchScheduler
-
-        proto = parse_text_file(opts.batching_parameters_file, BatchingParameters) \
-            if opts.batching_parameters_file else BatchingParameters()
-        batch_defaults = BatchOptions.from_proto(proto, default_threads=os.cpu_count() or 1)
-        if not opts.enable_per_model_batching_parameters:
-            batcher = BatchScheduler(batch_defaults)
-            log.info("batching on: %s", batch_defaults)
-    sess_cfg = session_config(opts)
+    settings = load_settings(opts)
     monitoring = parse_text_file(opts.monitoring_config_file, MonitoringConfig) \
         if opts.monitoring_config_file and opts.rest_api_port else None
-
     holder: dict[str, Server] = {}
-    tags = [t.strip() for t in opts.saved_model_tags.split(",") if t.strip()]
 
-    def loader(model: str, version: int, path: str) -> SavedModelServable:
-        t0 = time.monotonic()
-        try:
-            servable = SavedModelServable(path, tags, session_config=sess_cfg)
-        except ServingError:
-            metrics.load(path, False, time.monotonic() - t0)
-            raise
-        metrics.load(path, True, time.monotonic() - t0)
-        try:
-            _attach_batcher(servable, path)
-        except ServingError:
-            servable.close()
-            raise
-        if opts.enable_model_warmup:
-            from serving.warmup import run_warmup
+    def platform_of(model: str) -> str:
+        cfg = holder["server"].registry.config
+        for m in cfg.model_config_list.config:
+            if m.name == model:
+                return m.model_platform or "tensorflow"
+        return "tensorflow"
 
-            try:
-                n = run_warmup(holder["server"].core, servable, version, path,
-                               opts.num_request_iterations_for_warmup)
-            except BaseException:
-                servable.close()
-                raise
-            if n:
-                log.info("model %s version %d: replayed %d warmup record(s)", model, version, n)
-        return servable
-
-    def _attach_batcher(servable: SavedModelServable, path: str) -> None:
-        """Global scheduler, or with --enable_per_model_batching_parameters the version's own
-        batching_params.pbtxt (no file: the version is not batched), like TF Serving."""
-        if batcher is not None:
-            servable.batcher = batcher
-        elif batch_defaults is not None:
-            per_model = os.path.join(path, "batching_params.pbtxt")
-            if os.path.exists(per_model):
-                from serving.batching import BatchOptions, BatchScheduler
-
-                p = parse_text_file(per_model, BatchingParameters)
-                servable.batcher = BatchScheduler(BatchOptions.from_proto(p, batch_defaults.num_batch_threads))
-                servable.own_batcher = True
+    loader = Loader(settings, platform_of, lambda: holder["server"].core)
 
     def on_event(model: str, rec: VersionRecord) -> None:
         metrics.version_state(model, rec.version, int(rec.state))
@@ -206,7 +133,7 @@ def build_and_start(opts: ServerOptions) -> Server:
     registry = ModelRegistry(loader, load_policy=LoadPolicy(max(0, opts.max_num_load_retries), max(0.0, interval)),
                              poll_seconds=opts.file_system_poll_wait_seconds,
                              allow_unavailable_labels=opts.allow_version_labels_for_unavailable_models,
-                             on_event=on_event, on_removed=metrics.forget_model)
+                             on_event=on_event, on_removed=metrics.forget_model, platforms=frozenset(settings))
     budget = MemoryBudget(opts.request_memory_budget_bytes)
     server = Server(opts, registry, Core(registry, method_name_check=opts.enable_signature_method_name_check,
                                          budget=budget))
@@ -245,21 +172,57 @@ def _start_grpc(server: Server) -> None:
                       max_inflight=max(0, opts.max_inflight_requests),
                       reload_api=opts.model_config_reload_api,
                       reload_wait_s=float(max(0, opts.model_config_reload_wait_seconds)))
-    if opts.port:
+    if opts.enable_profiler:
+        from serving.profiler import profiler_handler
+
+        gs.add_generic_rpc_handlers((profiler_handler(server._stop),))
+        log.info("Profiler service is enabled")
+    creds = server_credentials(opts)
+
+    def listen(address: str) -> int:
         try:
-            server.grpc_port = gs.add_insecure_port(f"{_host_port(opts.grpc_bind_address, opts.port)}")
+            return gs.add_secure_port(address, creds) if creds is not None else gs.add_insecure_port(address)
         except RuntimeError:  # grpcio raises when the bind fails (the port was taken since the early check)
-            server.grpc_port = 0
+            return 0
+
+    if opts.port:
+        server.grpc_port = listen(_host_port(opts.grpc_bind_address, opts.port))
         if not server.grpc_port:
             raise InvalidArgumentError("Failed to BuildAndStart gRPC server")
-    if opts.grpc_socket_path:
-        gs.add_insecure_port(f"unix:{opts.grpc_socket_path}")
+    if opts.grpc_socket_path and not listen(f"unix:{opts.grpc_socket_path}"):
+        raise InvalidArgumentError("Failed to BuildAndStart gRPC server")
     gs.start()
     server.grpc_server = gs
     if opts.port:
         log.info("Running gRPC ModelServer at %s ...", _host_port(opts.grpc_bind_address, server.grpc_port))
     if opts.grpc_socket_path:
         log.info("Running gRPC ModelServer at UNIX socket %s ...", opts.grpc_socket_path)
+
+
+def server_credentials(opts: ServerOptions):
+    """server.cc BuildServerCredentials: --ssl_config_file holds the PEM texts themselves (not paths);
+    `client_verify` requires and verifies a client certificate (mutual TLS) against `custom_ca`. Both the TCP
+    port and the UNIX socket use them, as in TF Serving. None: plaintext."""
+    if not opts.ssl_config_file:
+        return None
+    import grpc
+
+    cfg = parse_text_file(opts.ssl_config_file, SSLConfig)
+    if not cfg.server_key or not cfg.server_cert:
+        raise InvalidArgumentError(f"{opts.ssl_config_file}: SSLConfig needs server_key and server_cert "
+                                   "(PEM text, not file names)")
+    if cfg.client_verify and not cfg.custom_ca:
+        raise InvalidArgumentError(f"{opts.ssl_config_file}: client_verify needs custom_ca, the PEM of the CA "
+                                   "that signs client certificates")
+    for field_name in ("server_key", "server_cert", "custom_ca"):
+        value = getattr(cfg, field_name)
+        if value and "-----BEGIN " not in value:
+            raise InvalidArgumentError(f"{opts.ssl_config_file}: {field_name} is not PEM text (it must hold the "
+                                       "PEM itself, e.g. server_key: \"-----BEGIN PRIVATE KEY-----\\n...\")")
+    log.info("Using SSL credentials%s", " (client certificates required)" if cfg.client_verify else "")
+    return grpc.ssl_server_credentials([(cfg.server_key.encode(), cfg.server_cert.encode())],
+                                       root_certificates=cfg.custom_ca.encode() or None,
+                                       require_client_auth=cfg.client_verify)
 
 
 def _port_free(host: str, port: int) -> OSError | None:

@@ -76,7 +76,8 @@ def demo_server(zoo, tmp_path_factory):
     cfg = tmp_path_factory.mktemp("cfg") / "models.config"
     cfg.write_text(render_models_config(base))
     srv = ServerProcess([f"--model_config_file={cfg}", "--allow_version_labels_for_unavailable_models",
-                         "--file_system_poll_wait_seconds=1", "--enable_grpc_healthcheck_service"])
+                         "--file_system_poll_wait_seconds=1", "--enable_grpc_healthcheck_service",
+                         "--prefer_tflite_model=true"])
     srv.external = False
     try:
         yield srv.wait_ready()

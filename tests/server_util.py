@@ -32,12 +32,15 @@ def external_target() -> tuple[str, str] | None:
 
 
 class ServerProcess:
-    def __init__(self, args: list[str], *, rest: bool = True):
+    def __init__(self, args: list[str], *, rest: bool = True, env: dict[str, str] | None = None,
+                 credentials: grpc.ChannelCredentials | None = None):
+        """`credentials`: how to reach a TLS gRPC port (--ssl_config_file) when waiting for readiness."""
         self.grpc_port = free_port()
         self.rest_port = free_port() if rest else None
+        self.credentials = credentials
         self.args = [f"--port={self.grpc_port}", *([f"--rest_api_port={self.rest_port}"] if rest else []), *args]
         self._log = tempfile.NamedTemporaryFile("w+", prefix="serving-", suffix=".log", delete=False)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
         self.proc = subprocess.Popen([sys.executable, "-m", "serving", *self.args], cwd=REPO, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT)
 
@@ -58,7 +61,10 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")
-            with grpc.insecure_channel(self.grpc_target) as ch:
+            channel = grpc.insecure_channel(self.grpc_target) if self.credentials is None else \
+                grpc.secure_channel(self.grpc_target, self.credentials,
+                                    options=[("grpc.ssl_target_name_override", "localhost")])
+            with channel as ch:
                 try:
                     grpc.channel_ready_future(ch).result(timeout=0.5)
                     return self

@@ -176,9 +176,11 @@ def test_warmup_file_holds_one_prediction_log_per_signature(zoo):
 
 def test_every_demo_signature_reloads_with_in_memory_predictions(zoo):
     base, trained = zoo
-    assert set(ZOO) == {"linear", "mlp", "multi", "census"}
+    assert set(ZOO) == {"linear", "mlp", "multi", "census", "mlp_lite"}
     for name in ZOO:
         tm = trained[name]
+        if tm.tflite:
+            continue  # test_tflite_zoo_model_is_only_a_tflite_file_with_both_signatures
         loaded = tf.saved_model.load(str(base / name / "1"))
         assert set(loaded.signatures.keys()) == set(tm.endpoints)
         for sig, ep in tm.endpoints.items():
@@ -345,3 +347,66 @@ def test_publish_a_tf1_builder_export_with_classify_and_regress(tmp_path):
     assert pub.version == 1
     kinds = sorted(r.WhichOneof("log_type") for r in read_warmup(pub.path))
     assert kinds == ["classify_log", "predict_log", "regress_log"]
+
+
+def test_tflite_zoo_model_is_only_a_tflite_file_with_its_signature(zoo):
+    """mlp_lite: the mlp (same seed) converted at export; the version holds model.tflite and the warmup file
+    only, the LiteRT interpreter gives the in-memory model's numbers, and the signature is also in the metadata
+    entry TF Serving's C++ reads, naming tensors of the first subgraph (so the official image serves it too)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from serving.tflite import _metadata_signatures
+
+    base, trained = zoo
+    tm = trained["mlp_lite"]
+    version = base / "mlp_lite" / "1"
+    assert sorted(p.name for p in version.iterdir()) == ["assets.extra", "model.tflite"]
+    content = (version / "model.tflite").read_bytes()
+    interpreter = Interpreter(model_content=content)
+    assert set(interpreter.get_signature_list()) == {"serving_default"}
+    x = np.random.default_rng(3).random((5, 10), dtype=np.float32)
+    got = interpreter.get_signature_runner("serving_default")(x=x)["y"]
+    np.testing.assert_allclose(got, tm.endpoints["serving_default"].call({"x": x})["y"], rtol=1e-4, atol=1e-5)
+    # same seed as mlp version 1: the conversion of the same weights
+    np.testing.assert_allclose(trained["mlp"].endpoints["serving_default"].call({"x": x})["y"],
+                               tm.endpoints["serving_default"].call({"x": x})["y"], rtol=1e-6)
+    assert len(read_warmup(version)) == 1
+    meta = _metadata_signatures(content)
+    primary = {d["name"] for d in interpreter.get_input_details()} | {d["name"] for d in interpreter.get_output_details()}
+    assert set(meta) == {"serving_default"}
+    sd = meta["serving_default"]
+    assert set(sd.inputs) == {"x"} and set(sd.outputs) == {"y"}
+    assert {t.name for t in [*sd.inputs.values(), *sd.outputs.values()]} <= primary
+
+
+def test_tflite_metadata_is_written_only_when_tf_serving_could_resolve_it(tmp_path):
+    """Two signatures convert to two subgraphs; TF Serving's C++ resolves metadata tensors in the first one
+    only, so such a model keeps its signature table as the only source."""
+    from export.tflite import primary_subgraph_signatures, table_signature_defs
+    from tests.tflite_models import half_plus_two
+
+    content = half_plus_two("table")
+    table = table_signature_defs(content)
+    assert set(table) == {"serving_default", "times_two"}
+    assert set(primary_subgraph_signatures(content, table)) == {"serving_default"}
+
+
+def test_tflite_publish_refuses_a_conversion_that_changes_the_numbers(tmp_path, zoo):
+    """The validator compares the converted model with the in-memory one: a model whose numbers changed after
+    conversion (here: weights perturbed between export and validation) is not published."""
+    import dataclasses
+
+    _, trained = zoo
+    tm = dataclasses.replace(trained["mlp_lite"])
+
+    def tampered(path, t):
+        w = t.model.get_layer("out").get_weights()
+        t.model.get_layer("out").set_weights([w[0] + 1.0, w[1]])
+        try:
+            validate(path, t)
+        finally:
+            t.model.get_layer("out").set_weights(w)
+
+    with pytest.raises(PublishError, match="differs from the in-memory model"):
+        publish(tm, tmp_path, version=1, validator=tampered)
+    assert not (tmp_path / "mlp_lite" / "1").exists()

@@ -48,8 +48,10 @@ def test_unknown_arguments_are_collected_not_fatal():
 
 
 def test_inapplicable_flags_are_reported():
-    ignored, fatal = unsupported_settings(parse_flags(["--enable_profiler=false", "--ssl_config_file=/x"]))
-    assert ignored == ["--enable_profiler=False"] and fatal == ["--ssl_config_file=/x"]
+    ignored, fatal = unsupported_settings(parse_flags(["--xla_cpu_compilation_enabled", "--use_alts_credentials",
+                                                       "--ssl_config_file=/x", "--enable_profiler=false",
+                                                       "--prefer_tflite_model", "--platform_config_file=/p"]))
+    assert ignored == ["--xla_cpu_compilation_enabled=True"] and fatal == ["--use_alts_credentials=True"]
 
 
 @pytest.mark.parametrize("args,msg", [

@@ -91,7 +91,7 @@ def test_grpc_and_rest_give_equal_tensors_for_every_demo_signature(demo_server, 
 
 
 def test_status_and_metadata_json_for_each_demo_model(demo_server):
-    expected_versions = {"linear": ["1"], "mlp": ["2", "1"], "multi": ["1"], "census": ["1"]}
+    expected_versions = {"linear": ["1"], "mlp": ["2", "1"], "multi": ["1"], "census": ["1"], "mlp_lite": ["1"]}
     for name in ZOO:
         st = requests.get(f"{demo_server.rest_url}/v1/models/{name}").json()
         assert [s["version"] for s in st["model_version_status"]] == expected_versions[name]
@@ -104,7 +104,8 @@ def test_status_and_metadata_json_for_each_demo_model(demo_server):
 def trained_signatures(name):
     return {"linear": ["serving_default"], "mlp": ["serving_default", "inference"],
             "multi": ["serving_default", "predict_two", "predict_three"],
-            "census": ["serving_default", "classify", "regress"]}[name]
+            "census": ["serving_default", "classify", "regress"],
+            "mlp_lite": ["serving_default"]}[name]
 
 
 def test_label_routes(demo_server, zoo):

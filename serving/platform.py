@@ -1,0 +1,176 @@
+"""How versions of a platform are loaded: TF Serving's `SessionBundleConfig`, built either from the flags
+(`server.cc`, `--platform_config_file` unset) or taken from a `PlatformConfigMap` file, and the loader that
+applies it (SavedModel or, with `prefer_tflite_model`, `model.tflite`; batching; warmup).
+
+With `--platform_config_file` the batching, session, tag, warmup and TFLite flags are ignored, exactly as in
+TF Serving: the file's `legacy_config` is the whole story.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from serving import metrics
+from serving.config import BatchingParameters, parse_platform_config, parse_text_file
+from serving.errors import InvalidArgumentError, ServingError
+from serving.flags import ServerOptions
+
+log = logging.getLogger("serving")
+
+TFLITE_FILE = "model.tflite"
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """The parts of a SessionBundleConfig the embedded server applies."""
+
+    session_config: object  # tensorflow.ConfigProto
+    tags: tuple[str, ...] = ("serve",)
+    batching: object | None = None  # BatchOptions when batching is on
+    per_model_batching: bool = False
+    warmup: bool = True
+    warmup_iterations: int = 0
+    prefer_tflite: bool = False
+    tflite_pools: int = 1
+    tflite_interpreters_per_pool: int = 1
+
+
+def session_config_from_flags(opts: ServerOptions):
+    """server.cc: the session config file, then the parallelism flags on top."""
+    from tensorflow.core.protobuf import config_pb2
+
+    cfg = config_pb2.ConfigProto()
+    if opts.tensorflow_session_config_file:
+        parse_text_file(opts.tensorflow_session_config_file, config_pb2.ConfigProto, into=cfg)
+    intra, inter, both = (opts.tensorflow_intra_op_parallelism, opts.tensorflow_inter_op_parallelism,
+                          opts.tensorflow_session_parallelism)
+    if intra > 0 and inter > 0 and both > 0:
+        raise InvalidArgumentError(
+            "Either configure server_options.tensorflow_session_parallelism or "
+            "(server_options.tensorflow_intra_op_parallelism, server_options.tensorflow_inter_op_parallelism) "
+            "separately. You cannot configure all.")
+    if intra > 0 or inter > 0:
+        cfg.intra_op_parallelism_threads = intra
+        cfg.inter_op_parallelism_threads = inter
+    elif both > 0:
+        cfg.intra_op_parallelism_threads = both
+        cfg.inter_op_parallelism_threads = both
+    if opts.per_process_gpu_memory_fraction:
+        cfg.gpu_options.per_process_gpu_memory_fraction = opts.per_process_gpu_memory_fraction
+    return cfg
+
+
+def _batch_options(proto):
+    from serving.batching import BatchOptions
+
+    return BatchOptions.from_proto(proto, default_threads=os.cpu_count() or 1)
+
+
+def settings_from_flags(opts: ServerOptions) -> dict[str, LoadSettings]:
+    if opts.batching_parameters_file and not opts.enable_batching:
+        raise InvalidArgumentError("server_options.batching_parameters_file is set without setting "
+                                   "server_options.enable_batching to true.")
+    batching = None
+    if opts.enable_batching:
+        proto = parse_text_file(opts.batching_parameters_file, BatchingParameters) \
+            if opts.batching_parameters_file else BatchingParameters()
+        batching = _batch_options(proto)
+    return {"tensorflow": LoadSettings(
+        session_config=session_config_from_flags(opts),
+        tags=tuple(t.strip() for t in opts.saved_model_tags.split(",") if t.strip()),
+        batching=batching, per_model_batching=opts.enable_batching and opts.enable_per_model_batching_parameters,
+        warmup=opts.enable_model_warmup, warmup_iterations=opts.num_request_iterations_for_warmup,
+        prefer_tflite=opts.prefer_tflite_model, tflite_pools=max(1, opts.num_tflite_pools),
+        tflite_interpreters_per_pool=max(1, opts.num_tflite_interpreters_per_pool))}
+
+
+def settings_from_platform_file(path: str) -> dict[str, LoadSettings]:
+    out = {}
+    for platform, sb in parse_platform_config(path).items():
+        batching = _batch_options(sb.batching_parameters) if sb.HasField("batching_parameters") else None
+        warm = sb.model_warmup_options
+        out[platform] = LoadSettings(
+            session_config=sb.session_config, tags=tuple(sb.saved_model_tags) or ("serve",), batching=batching,
+            per_model_batching=batching is not None and sb.enable_per_model_batching_params,
+            warmup=sb.enable_model_warmup,
+            warmup_iterations=warm.num_request_iterations.value if warm.HasField("num_request_iterations") else 0,
+            prefer_tflite=sb.prefer_tflite_model, tflite_pools=max(1, sb.num_tflite_pools or os.cpu_count() or 1),
+            tflite_interpreters_per_pool=max(1, sb.num_tflite_interpreters_per_pool))
+    return out
+
+
+def load_settings(opts: ServerOptions) -> dict[str, LoadSettings]:
+    """{platform: settings}: the platforms a model config may name are exactly these keys."""
+    if opts.platform_config_file:
+        return settings_from_platform_file(opts.platform_config_file)
+    return settings_from_flags(opts)
+
+
+class Loader:
+    """`(model, version, path) -> servable` for the version manager: picks the model's platform settings,
+    loads SavedModel or TFLite, attaches the batcher, replays warmup. Any failure closes what was opened."""
+
+    def __init__(self, settings: dict[str, LoadSettings], platform_of: Callable[[str], str],
+                 warmup_core: Callable[[], object]):
+        self._settings = settings
+        self._platform_of = platform_of
+        self._warmup_core = warmup_core
+        self._shared = {}  # platform -> the global BatchScheduler (not per model)
+        for platform, s in settings.items():
+            if s.batching is not None and not s.per_model_batching:
+                from serving.batching import BatchScheduler
+
+                self._shared[platform] = BatchScheduler(s.batching)
+                log.info("batching on for platform %s: %s", platform, s.batching)
+
+    def __call__(self, model: str, version: int, path: str):
+        platform = self._platform_of(model)
+        s = self._settings[platform]
+        t0 = time.monotonic()
+        try:
+            servable = self._open(s, path)
+        except ServingError:
+            metrics.load(path, False, time.monotonic() - t0)
+            raise
+        metrics.load(path, True, time.monotonic() - t0)
+        try:
+            self._attach_batcher(servable, platform, s, path)
+            if s.warmup:
+                from serving.warmup import run_warmup
+
+                n = run_warmup(self._warmup_core(), servable, version, path, s.warmup_iterations)
+                if n:
+                    log.info("model %s version %d: replayed %d warmup record(s)", model, version, n)
+        except BaseException:
+            servable.close()
+            raise
+        return servable
+
+    @staticmethod
+    def _open(s: LoadSettings, path: str):
+        if s.prefer_tflite and os.path.isfile(os.path.join(path, TFLITE_FILE)):
+            from serving.tflite import TfLiteServable
+
+            return TfLiteServable(os.path.join(path, TFLITE_FILE), pools=s.tflite_pools,
+                                  interpreters_per_pool=s.tflite_interpreters_per_pool)
+        from serving.runtime import SavedModelServable
+
+        return SavedModelServable(path, s.tags, session_config=s.session_config)
+
+    def _attach_batcher(self, servable, platform: str, s: LoadSettings, path: str) -> None:
+        """The platform's global scheduler, or with per-model batching the version's own batching_params.pbtxt
+        (no file: the version is not batched), like TF Serving."""
+        if platform in self._shared:
+            servable.batcher = self._shared[platform]
+        elif s.batching is not None:
+            per_model = os.path.join(path, "batching_params.pbtxt")
+            if os.path.exists(per_model):
+                from serving.batching import BatchOptions, BatchScheduler
+
+                p = parse_text_file(per_model, BatchingParameters)
+                servable.batcher = BatchScheduler(BatchOptions.from_proto(p, s.batching.num_batch_threads))
+                servable.own_batcher = True
