@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup export serve stop logs test test-docker docker-bootstrap k8s-config client-lite test-unit soak bench render-config clean clean-models
+.PHONY: help setup export serve stop logs test test-docker docker-bootstrap k8s-config client-lite test-unit soak bench bench-tools bench-client render-config clean clean-models
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -114,7 +114,16 @@ test: $(STAMP) ## run the whole test suite (unit + integration against a real se
 test-unit: $(STAMP) ## unit tests only
 	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
 
-bench: $(STAMP) ## benchmark the embedded server vs the in-process floor and hand-written peers (results/)
+bench-tools: ## install the native load generators (Debian's wrk and nghttp2-client's h2load) when missing
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "wrk/h2load missing and no apt-get: install them by hand"; exit 1; }; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q wrk nghttp2-client >/dev/null; }
+
+bench: $(STAMP) bench-tools ## server CPU µs/request, req/s and p99 under native load (wrk, h2load) vs peers and transport floors (results/native.*)
+	$(PY) benchmarks/native.py --seconds $(or $(BENCH_SECONDS),4) --rounds $(or $(BENCH_ROUNDS),3)
+
+bench-client: $(STAMP) ## the client-library benchmark: Python load generator, in-process floor, peers (results/bench.*)
 	$(PY) benchmarks/run.py --duration $(or $(BENCH_SECONDS),3)
 
 soak: $(STAMP) ## 50 version swaps under load with hostile input (bounded, < 10 minutes)

@@ -80,7 +80,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Proc:
-    def __init__(self, cmd: list[str], port: int, log: Path):
+    def __init__(self, cmd: list[str], port: int, log: Path, also: tuple[int, ...] = ()):
         self.port = port
         self._log = open(log, "w")
         self.p = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
@@ -91,7 +91,8 @@ class Proc:
             if self.p.poll() is not None:
                 raise RuntimeError(f"{cmd} exited: {log.read_text()[-2000:]}")
             try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                for p in (port, *also):
+                    socket.create_connection(("127.0.0.1", p), 0.2).close()
                 return
             except OSError:
                 time.sleep(0.2)
@@ -161,7 +162,7 @@ response = function(status, headers, body)
 end
 done = function(summary, latency, requests)
   io.write(string.format("BAD %%d\\n", bad))
-  io.write(string.format("P50 %%d\\nP99 %%d\\n", latency:percentile(50), latency:percentile(99)))
+  io.write(string.format("P50 %%.0f\\nP99 %%.0f\\n", latency:percentile(50), latency:percentile(99)))
 end
 """
 
@@ -169,10 +170,13 @@ end
 def run_wrk(port: int, body: bytes, seconds: float, conns: int, tmp: Path, cpu: int | None = 1) -> dict:
     (tmp / "body.json").write_bytes(body)
     (tmp / "post.lua").write_text(WRK_LUA % {"body": tmp / "body.json"})
-    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", str(tmp / "post.lua"),
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "-s", str(tmp / "post.lua"),
            f"http://127.0.0.1:{port}/v1/models/mlp:predict"]
-    out = subprocess.run(pinned(cpu, cmd) if cpu is not None else cmd, capture_output=True, text=True,
-                         timeout=seconds + 60).stdout
+    res = subprocess.run(pinned(cpu, cmd) if cpu is not None else cmd, capture_output=True, text=True,
+                         timeout=seconds + 60)
+    out = res.stdout
+    if not re.search(r"(\d+) requests in", out) or "BAD" not in out:
+        raise RuntimeError(f"wrk failed: {res.stdout[-1500:]} {res.stderr[-1500:]}")
     total = int(re.search(r"(\d+) requests in", out).group(1))
     bad = int(re.search(r"BAD (\d+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -228,7 +232,7 @@ def start_server(kind: str, transport: str, base: Path, tmp: Path) -> Proc:
     port = free_port()
     if kind == "project":
         rest_port = free_port()
-        p = Proc(pinned(0, project_cmd(port, rest_port, base)), port, tmp / "project.log")
+        p = Proc(pinned(0, project_cmd(port, rest_port, base)), port, tmp / "project.log", also=(rest_port,))
         p.rest_port = rest_port
         return p
     script = "fastapi_peer.py" if transport == "REST" else "grpc_peer.py"
@@ -318,7 +322,8 @@ def multi_process(base: Path, tmp: Path, payloads, replies, args) -> dict:
             grpc_port, rest_port = free_port(), free_port()
             extra = [f"--num_server_processes={n}"] if n > 1 else []
             port = rest_port if transport == "REST" else grpc_port
-            proc = Proc(project_cmd(grpc_port, rest_port, base, extra), port, tmp / f"multi-{n}.log")
+            proc = Proc(project_cmd(grpc_port, rest_port, base, extra), port, tmp / f"multi-{n}.log",
+                        also=(grpc_port, rest_port))
             try:
                 time.sleep(2 if n > 1 else 0)  # every worker has bound (the first one answering is not enough)
                 rows = [measure(proc, transport, payloads[(transport, 1)], len(replies[(transport, 1)]),

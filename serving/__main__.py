@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     if opts.unknown:
         print(f"unknown argument: {opts.unknown[0]}")
         print(usage())
+    from serving import workers
+
+    if opts.num_server_processes > 1 and not workers.is_worker():
+        return workers.supervise(argv, opts.num_server_processes)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s.%(msecs)03d %(levelname).1s %(name)s] %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S")

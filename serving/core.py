@@ -83,14 +83,6 @@ class Core:
         with versions.acquire(version) as rec:
             yield rec
 
-    def signature_inputs(self, spec: Spec) -> dict[str, int]:
-        """{alias: dtype} of a signature's inputs, for decoders that need dtypes first (REST's GetInfoMap)."""
-        with self.servable(spec) as rec:
-            sig = rec.servable.signatures.get(spec.signature)
-            if sig is None:
-                raise InvalidArgumentError(f'Serving signature name: "{spec.signature}" not found in signature def')
-            return {a: t.dtype for a, t in sig.inputs.items()}
-
     # ------------------------------------------------------------------------------------ predict
     def predict(self, spec: Spec, inputs: dict[str, np.ndarray] | Decoder,
                 output_filter: Sequence[str] = (), *, api: str = "Predict") -> Prediction:
@@ -103,7 +95,9 @@ class Core:
         """Predict against one given servable (also used by warmup, before the version is AVAILABLE)."""
         sig = servable.signatures.get(spec.signature)
         if sig is None:
-            raise FailedPreconditionError(f'Serving signature key "{spec.signature}" not found.')
+            missing = getattr(inputs, "missing_signature", None)  # REST words it as GetInfoMap does
+            raise missing(spec.signature) if missing is not None else \
+                FailedPreconditionError(f'Serving signature key "{spec.signature}" not found.')
         if self.method_name_check and sig.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
             raise InternalError("Expected prediction signature method_name to be one of {"
                                 f"{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}}}. "

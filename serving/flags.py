@@ -120,6 +120,9 @@ FLAGS: tuple[Flag, ...] = (
          "request's whole body after its headers."),
     Flag("rest_api_idle_timeout_seconds", "int32", 30, "[embedded server] Idle keep-alive REST connections are "
          "closed after this long."),
+    Flag("num_server_processes", "int32", 1, "[embedded server] Server processes sharing the ports "
+         "(SO_REUSEPORT), each with its own copy of every model (memory × N), behind one supervisor: config, "
+         "reloads, labels and metrics stay consistent across them. 1 = a single process."),
     Flag("rest_api_max_connections", "int32", 1024, "[embedded server] Open REST connections; more are answered "
          "503 and closed (also capped by the open-file limit, keeping descriptors for gRPC and model loads)."),
 )

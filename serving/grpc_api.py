@@ -205,11 +205,12 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     behind it gives up after a few seconds instead of pinning a worker thread that Predict needs."""
 
     def __init__(self, core: Core, registry: ModelRegistry, *, reload_api: str = "enabled",
-                 reload_wait_s: float = 60.0):
+                 reload_wait_s: float = 60.0, on_reloaded: Callable | None = None):
         self.core = core
         self.registry = registry
         self.reload_api = reload_api
         self.reload_wait_s = reload_wait_s
+        self.on_reloaded = on_reloaded  # (config, seconds left): sibling worker processes apply it too
         self._reloading = threading.BoundedSemaphore(1)
 
     @_rpc("GetModelStatus", count=False)
@@ -237,8 +238,11 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         wait = self.reload_wait_s if remaining is None else max(0.0, min(self.reload_wait_s, remaining - 0.05))
         if not self._reloading.acquire(timeout=min(wait, _RELOAD_QUEUE_S)):
             raise UnavailableError("Another model config reload is in progress; retry when it has finished")
+        t0 = time.monotonic()
         try:
             self.registry.apply(request.config, wait_seconds=wait, reload=True)
+            if self.on_reloaded is not None:
+                self.on_reloaded(request.config, max(0.0, wait - (time.monotonic() - t0)))
         finally:
             self._reloading.release()
         resp = model_management_pb2.ReloadConfigResponse()
@@ -263,33 +267,33 @@ _MODEL_METHODS = {
 }
 
 
-def _service(name: str, servicer, methods: dict, budget: MemoryBudget) -> grpc.GenericRpcHandler:
+def _handlers(servicer, methods: dict, budget: MemoryBudget) -> dict[str, grpc.RpcMethodHandler]:
     """The generated `add_*Servicer_to_server`, with the budget-guarded deserializer on every method."""
-    return grpc.method_handlers_generic_handler(name, {
-        m: grpc.unary_unary_rpc_method_handler(getattr(servicer, m),
-                                               request_deserializer=_guarded_deserializer(req.FromString, budget),
-                                               response_serializer=resp.SerializeToString)
-        for m, (req, resp) in methods.items()})
+    return {m: grpc.unary_unary_rpc_method_handler(getattr(servicer, m),
+                                                   request_deserializer=_guarded_deserializer(req.FromString, budget),
+                                                   response_serializer=resp.SerializeToString)
+            for m, (req, resp) in methods.items()}
 
 
 def build_server(core: Core, registry: ModelRegistry, *, max_workers: int, tensor_content: bool,
                  health_servicer=None, extra_options: list[tuple[str, object]] = (),
-                 max_inflight: int = 0, reload_api: str = "enabled", reload_wait_s: float = 60.0) -> grpc.Server:
+                 max_inflight: int = 0, reload_api: str = "enabled", reload_wait_s: float = 60.0,
+                 on_reloaded: Callable | None = None, reuse_port: bool = False) -> grpc.Server:
     """Beyond `max_inflight` concurrent RPCs grpcio answers RESOURCE_EXHAUSTED at once (no unbounded queue)."""
     from concurrent import futures
 
     # --grpc_channel_arguments override the defaults (grpc core would keep the first duplicate)
     options = list({**{"grpc.max_receive_message_length": MAX_MESSAGE, "grpc.max_send_message_length": MAX_MESSAGE,
-                       "grpc.so_reuseport": 0}, **dict(extra_options)}.items())
+                       "grpc.so_reuseport": int(reuse_port)}, **dict(extra_options)}.items())
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
                          options=options,
                          maximum_concurrent_rpcs=max_inflight or None)
-    server.add_generic_rpc_handlers((
-        _service("tensorflow.serving.PredictionService", PredictionServicer(core, tensor_content=tensor_content),
-                 _PREDICTION_METHODS, core.budget),
-        _service("tensorflow.serving.ModelService",
-                 ModelServicer(core, registry, reload_api=reload_api, reload_wait_s=reload_wait_s),
-                 _MODEL_METHODS, core.budget)))
+    # registered methods: grpc core matches the method name itself instead of asking Python handlers per call
+    server.add_registered_method_handlers("tensorflow.serving.PredictionService", _handlers(
+        PredictionServicer(core, tensor_content=tensor_content), _PREDICTION_METHODS, core.budget))
+    server.add_registered_method_handlers("tensorflow.serving.ModelService", _handlers(
+        ModelServicer(core, registry, reload_api=reload_api, reload_wait_s=reload_wait_s, on_reloaded=on_reloaded),
+        _MODEL_METHODS, core.budget))
     if health_servicer is not None:
         from grpc_health.v1 import health_pb2_grpc
 

@@ -6,9 +6,25 @@ follow TF Serving's (`util/prometheus_exporter.cc`) without the core knowing abo
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# --num_server_processes: every worker writes its samples to files there and any worker's endpoint sums them
+MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
+def collect():
+    """The metric families to expose: this process's, or all workers' merged."""
+    if MULTIPROC_DIR:
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=MULTIPROC_DIR)
+        return merged.collect()
+    return REGISTRY.collect()
+
 
 # TF Serving's request-latency buckets: 10 * 1.8^i µs, 33 of them (util.cc).
 _LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(33))
@@ -28,10 +44,10 @@ WARMUP_LATENCY = Histogram(":tensorflow:serving:model_warmup_latency", "Model wa
 WARMUP_RECORDS = Counter(":tensorflow:serving:model_warmup_records_read", "Warmup records read.",
                          ["model_path", "status"], registry=REGISTRY)
 IN_FLIGHT = Gauge(":tensorflow_serving_bundle:requests_in_flight", "Requests being processed now.",
-                  ["entrypoint"], registry=REGISTRY)
+                  ["entrypoint"], registry=REGISTRY, multiprocess_mode="livesum")
 VERSION_STATE = Gauge(":tensorflow_serving_bundle:model_version_state",
                       "State of each model version (ModelVersionStatus.State number).",
-                      ["model_name", "version"], registry=REGISTRY)
+                      ["model_name", "version"], registry=REGISTRY, multiprocess_mode="livemin")
 
 
 _BATCH_BUCKETS = tuple(2**i for i in range(0, 13))

@@ -22,6 +22,7 @@ from serving.flags import ServerOptions
 log = logging.getLogger("serving")
 
 TFLITE_FILE = "model.tflite"
+INLINE_INTER_OP = -1  # ConfigProto: a negative inter_op_parallelism_threads runs ops in the caller's thread
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,11 @@ def session_config_from_flags(opts: ServerOptions):
     elif both > 0:
         cfg.intra_op_parallelism_threads = both
         cfg.inter_op_parallelism_threads = both
+    elif not opts.tensorflow_session_config_file and opts.tensorflow_inter_op_parallelism == 0:
+        # Nothing chosen: run the graph on the thread that decoded the request instead of handing it to TF's
+        # inter-op pool and waiting (measured: ~17 µs instead of ~50 µs of CPU per mlp call, the hand-off
+        # costing more than the model). Ops still use the intra-op pool for their own parallelism.
+        cfg.inter_op_parallelism_threads = INLINE_INTER_OP
     if opts.per_process_gpu_memory_fraction:
         cfg.gpu_options.per_process_gpu_memory_fraction = opts.per_process_gpu_memory_fraction
     return cfg

@@ -176,10 +176,11 @@ class ProfilerServicer:
         return self._m["TerminateResponse"]()
 
 
-def profiler_handler(stopping: threading.Event | None = None) -> grpc.GenericRpcHandler:
+def register(server: grpc.Server, stopping: threading.Event | None = None) -> None:
+    """Add the service to a gRPC server (before it starts)."""
     m = _declare()
     servicer = ProfilerServicer(m, stopping)
-    return grpc.method_handlers_generic_handler(_SERVICE, {
+    server.add_registered_method_handlers(_SERVICE, {
         "Profile": grpc.unary_unary_rpc_method_handler(
             servicer.Profile, request_deserializer=m["ProfileRequest"].FromString,
             response_serializer=m["ProfileResponse"].SerializeToString),

@@ -74,6 +74,25 @@ def _parse_model_info(method: str, path: str) -> tuple[bool, str, int | None, st
     return True, name, version, label, last, last
 
 
+class _JsonInputs:
+    """Decodes a predict body against the signature of the version the core resolved: one version lookup per
+    request, so the dtypes and the model call always come from the same version, even mid-rollover."""
+
+    __slots__ = ("doc", "signature_name", "allow_fast", "fmt")
+
+    def __init__(self, doc, signature_name: str, allow_fast: bool):
+        self.doc, self.signature_name, self.allow_fast, self.fmt = doc, signature_name, allow_fast, None
+
+    def __call__(self, sig) -> dict:
+        self.fmt, tensors = json_codec.predict_inputs(self.doc, {a: t.dtype for a, t in sig.inputs.items()},
+                                                      self.signature_name, self.allow_fast)
+        return tensors
+
+    @staticmethod
+    def missing_signature(name: str) -> ServingError:
+        return InvalidArgumentError(f'Serving signature name: "{name}" not found in signature def')
+
+
 class RestHandler:
     """Synchronous request processing; every method runs in the worker pool."""
 
@@ -112,11 +131,10 @@ class RestHandler:
     def predict(self, spec: Spec, body: bytes) -> bytes:
         doc = json_codec.parse(body)
         spec = replace(spec, signature_name=json_codec.signature_name(doc))
-        inputs = self.core.signature_inputs(spec)
         allow_fast = b"true" not in body and b"false" not in body  # np.asarray would turn bools into numbers
-        fmt, tensors = json_codec.predict_inputs(doc, inputs, spec.signature_name, allow_fast)
-        pred = self.core.predict(spec, tensors, api="predict")
-        return json_codec.predict_response(pred.outputs, fmt)
+        decoder = _JsonInputs(doc, spec.signature_name, allow_fast)
+        pred = self.core.predict(spec, decoder, api="predict")
+        return json_codec.predict_response(pred.outputs, decoder.fmt)
 
     def classify(self, spec: Spec, body: bytes) -> bytes:
         doc = json_codec.parse(body)
@@ -152,7 +170,7 @@ def prometheus_text() -> bytes:
     """TF Serving's exposition (`util/prometheus_exporter.cc`): `# TYPE` lines, no HELP, counters without the
     `_total` suffix prometheus-client adds, no `_created` samples."""
     lines = []
-    for fam in metrics.REGISTRY.collect():
+    for fam in metrics.collect():
         kind = fam.type if fam.type in ("counter", "gauge", "histogram") else "untyped"
         lines.append(f"# TYPE {fam.name} {kind}")
         for s in fam.samples:
@@ -210,6 +228,31 @@ def gunzip(body: bytes, limit: int, on_chunk=None) -> bytes:
     return b"".join(out)
 
 
+INLINE_MAX_BODY = 16 * 1024  # bytes: a body this small parses in microseconds
+INLINE_MAX_COST_S = 0.0005  # a route whose recent handler time exceeds this keeps to the worker pool
+
+
+class _Costs:
+    """Recent handler time per request path (model, version, verb), an exponentially weighted average: a
+    route is answered on the event loop only while it stays cheap, so a slow model never stalls the loop for
+    longer than one request. Bounded: paths are client-chosen."""
+
+    MAX_PATHS = 1024
+
+    def __init__(self):
+        self._ewma: dict[str, float] = {}
+
+    def cheap(self, path: str) -> bool:
+        cost = self._ewma.get(path)
+        return cost is not None and cost < INLINE_MAX_COST_S
+
+    def observe(self, path: str, seconds: float) -> None:
+        old = self._ewma.get(path)
+        if old is None and len(self._ewma) >= self.MAX_PATHS:
+            self._ewma.clear()
+        self._ewma[path] = seconds if old is None else 0.8 * old + 0.2 * seconds
+
+
 class RestApp:
     """The ASGI application. Routing and admission (in-flight limit, body size, memory budget) happen before
     a byte of the body is read; the body is then read with those limits, and everything that costs CPU or
@@ -230,6 +273,7 @@ class RestApp:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._running: set[asyncio.Future] = set()
         self._cut = False
+        self._costs = _Costs()
 
     def cut_off(self) -> None:
         """End of the shutdown grace period (on the loop): requests still running are answered 503 now."""
@@ -343,6 +387,13 @@ class RestApp:
             return err.http_status, json_codec.error_json(err.message), "", "", err.code.name
         return self.handler.process(method, path, body)
 
+    def _timed_run(self, method: str, path: str, body: bytes, gzipped: bool, held, deadline: float | None):
+        t0 = time.perf_counter()
+        try:
+            return self._run(method, path, body, gzipped, held, deadline)
+        finally:
+            self._costs.observe(path, time.perf_counter() - t0)
+
     async def _process(self, send, method: str, path: str, body: bytes, headers: dict, held) -> None:
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
@@ -350,7 +401,13 @@ class RestApp:
         timeout = self.timeout if is_inference else None
         deadline = time.monotonic() + timeout if timeout is not None else None
         gzipped = b"gzip" in headers.get(b"content-encoding", b"")
-        fut = loop.run_in_executor(self.pool, self._run, method, path, body, gzipped, held, deadline)
+        if not gzipped and len(body) <= INLINE_MAX_BODY and self._costs.cheap(path):
+            # Small and recently fast: answering here costs less than the two thread hand-offs of the pool.
+            status, out, model, api, code = self._timed_run(method, path, body, gzipped, held, None)
+            metrics.request(self.server.core.metric_model_name(model), api, "REST", code, time.perf_counter() - t0)
+            await self._send(send, status, out)
+            return
+        fut = loop.run_in_executor(self.pool, self._timed_run, method, path, body, gzipped, held, deadline)
         self._running.add(fut)
         try:
             if timeout is not None:
@@ -384,6 +441,17 @@ class RestApp:
         await send({"type": "http.response.body", "body": body})
 
 
+def _reuse_port_socket(host: str, port: int):
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
 def start_rest(server, monitoring=None) -> None:
     """Serve the REST API in a background thread; returns once the port accepts connections."""
     import uvicorn
@@ -399,7 +467,10 @@ def start_rest(server, monitoring=None) -> None:
                             timeout_keep_alive=max(1, opts.rest_api_idle_timeout_seconds),
                             timeout_graceful_shutdown=grace + 2)
     userver = uvicorn.Server(config)
-    t = threading.Thread(target=userver.run, name="rest", daemon=True)
+    sockets = None
+    if server.control is not None:  # sibling worker processes share the port
+        sockets = [_reuse_port_socket(opts.rest_api_bind_address, opts.rest_api_port)]
+    t = threading.Thread(target=userver.run, kwargs={"sockets": sockets}, name="rest", daemon=True)
     t.start()
     deadline = time.monotonic() + 30
     while not userver.started:

@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from serving import metrics
+from serving import metrics, workers
 from serving.config import ModelServerConfig, MonitoringConfig, SSLConfig, parse_text_file, single_model_config
 from serving.admission import MemoryBudget
 from serving.core import Core
@@ -31,6 +31,7 @@ class Server:
     grpc_server: object = None
     grpc_port: int | None = None
     health: object = None
+    control: object = None  # workers.SharedControl with --num_server_processes > 1
     stoppers: list = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     stopped: threading.Event = field(default_factory=threading.Event)
@@ -139,6 +140,8 @@ def build_and_start(opts: ServerOptions) -> Server:
                                          budget=budget))
     _raise_open_file_limit()
     holder["server"] = server
+    if workers.is_worker():
+        server.control = workers.SharedControl(registry, float(max(0, opts.model_config_reload_wait_seconds)))
     registry.apply(config)  # blocks until every model's first version is AVAILABLE or failed
     registry.start_polling()
     _start_config_poller(server)
@@ -154,6 +157,10 @@ def build_and_start(opts: ServerOptions) -> Server:
     server.update_health()
     for name in registry.names():
         log.info("model %s: AVAILABLE versions %s", name, registry.model(name).available())
+    if server.control is not None:
+        workers.start_watching(server.control, server._stop)
+        server.control.ready()
+        log.info("worker %d of %d serving", server.control.index, server.control.count)
     return server
 
 
@@ -165,6 +172,8 @@ def _start_grpc(server: Server) -> None:
     opts = server.options
     server.health = health.HealthServicer(experimental_non_blocking=True)
     gs = build_server(server.core, server.registry, max_workers=max(1, opts.grpc_max_threads),
+                      on_reloaded=server.control.reloaded if server.control is not None else None,
+                      reuse_port=server.control is not None,
                       tensor_content=opts.enable_serialization_as_tensor_content,
                       health_servicer=server.health,
                       extra_options=[("grpc.max_receive_message_length", opts.grpc_max_receive_message_bytes),
@@ -173,9 +182,9 @@ def _start_grpc(server: Server) -> None:
                       reload_api=opts.model_config_reload_api,
                       reload_wait_s=float(max(0, opts.model_config_reload_wait_seconds)))
     if opts.enable_profiler:
-        from serving.profiler import profiler_handler
+        from serving import profiler
 
-        gs.add_generic_rpc_handlers((profiler_handler(server._stop),))
+        profiler.register(gs, server._stop)
         log.info("Profiler service is enabled")
     creds = server_credentials(opts)
 
@@ -231,6 +240,8 @@ def _port_free(host: str, port: int) -> OSError | None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what the servers themselves will set
+        if workers.is_worker():  # sibling workers listen there already, with SO_REUSEPORT
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             s.bind((host, port))
         except OSError as e:

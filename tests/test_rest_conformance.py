@@ -449,7 +449,7 @@ def test_handler_reports_the_error_code_not_just_the_http_status():
     from serving.rest import RestHandler
 
     class Core:
-        def signature_inputs(self, spec):
+        def predict(self, spec, inputs, api):
             raise FailedPreconditionError("not now")
 
     handler = RestHandler(SimpleNamespace(core=Core(), registry=None))

@@ -1,0 +1,205 @@
+"""`--num_server_processes=N`: N server processes on the same ports (SO_REUSEPORT), each with its own copy of
+every model, behind one supervisor and one control plane.
+
+Python runs one request at a time per process (the GIL); N processes use N cores. The kernel spreads new
+connections over the processes. What must look like *one* server:
+
+- **config**: every worker reads the same flags and `--model_config_file` (and polls it); a
+  `HandleReloadConfigRequest` applied by one worker is published to the others through the control directory
+  (`config.pb`, with a generation number), which each worker watches and applies; the reload answers once every
+  live worker has applied it (or its wait time ran out). A worker that cannot apply it yet (a label on a
+  version it is still loading) retries every poll.
+- **labels and version state** follow from the same config and the same model directories.
+- **metrics**: prometheus-client's multiprocess mode; the metrics endpoint of any worker shows the sum.
+- **lifecycle**: SIGTERM/SIGINT to the supervisor reach every worker, which drain as one process does; a worker
+  that dies after start-up is restarted; a start-up failure (bad flag, bad config) stops all with its code.
+
+Memory: every worker holds its own models, so model memory is × N.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger("serving.workers")
+
+ENV_INDEX = "TFSB_WORKER_INDEX"
+ENV_COUNT = "TFSB_WORKER_COUNT"
+ENV_CONTROL = "TFSB_CONTROL_DIR"
+_POLL_S = 0.2
+
+
+def worker_index() -> int | None:
+    v = os.environ.get(ENV_INDEX)
+    return int(v) if v is not None else None
+
+
+def is_worker() -> bool:
+    return worker_index() is not None
+
+
+# ---------------------------------------------------------------------------------------------- supervisor
+
+def supervise(argv: list[str], n: int) -> int:
+    """Run N workers (`python -m serving <argv>`) until SIGTERM/SIGINT; returns the exit code."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s.%(msecs)03d %(levelname).1s %(name)s] %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S")
+    control = Path(tempfile.mkdtemp(prefix="tfsb-control-"))
+    (control / "metrics").mkdir()
+    stopping = threading.Event()
+    children: dict[int, subprocess.Popen] = {}
+
+    def spawn(i: int) -> None:
+        env = dict(os.environ, **{ENV_INDEX: str(i), ENV_COUNT: str(n), ENV_CONTROL: str(control),
+                                  "PROMETHEUS_MULTIPROC_DIR": str(control / "metrics")})
+        children[i] = subprocess.Popen([sys.executable, "-m", "serving", *argv], env=env)
+        log.info("worker %d started (pid %d)", i, children[i].pid)
+
+    def on_signal(signum, _frame):
+        if not stopping.is_set():
+            log.info("signal %d: stopping %d workers", signum, len(children))
+            stopping.set()
+            for c in children.values():
+                if c.poll() is None:
+                    c.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for i in range(n):
+        spawn(i)
+    code = 0
+    try:
+        while not stopping.is_set():
+            time.sleep(_POLL_S)
+            for i, c in list(children.items()):
+                rc = c.poll()
+                if rc is None or stopping.is_set():
+                    continue
+                _mark_dead(control, c.pid)
+                if not (control / f"ready.{i}").exists():  # never came up: a start-up error, same for all
+                    log.error("worker %d failed to start (exit %d); stopping", i, rc)
+                    code = rc
+                    on_signal(signal.SIGTERM, None)
+                    break
+                log.error("worker %d (pid %d) exited with %d; restarting it", i, c.pid, rc)
+                (control / f"ready.{i}").unlink(missing_ok=True)
+                spawn(i)
+        for c in children.values():
+            try:
+                rc = c.wait()
+            except KeyboardInterrupt:
+                rc = c.wait()
+            code = code or rc
+    finally:
+        shutil.rmtree(control, ignore_errors=True)
+    log.info("all workers stopped")
+    return code
+
+
+def _mark_dead(control: Path, pid: int) -> None:
+    try:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, str(control / "metrics"))
+    except Exception:  # noqa: BLE001 - metrics cleanup must never stop supervision
+        pass
+
+
+# ---------------------------------------------------------------------------------------------- worker side
+
+class SharedControl:
+    """A worker's view of the control directory: announce readiness, publish reloads, apply siblings'."""
+
+    def __init__(self, registry, apply_wait_s: float):
+        self.index = worker_index()
+        self.count = int(os.environ.get(ENV_COUNT, "1"))
+        self.dir = Path(os.environ[ENV_CONTROL])
+        self.registry = registry
+        self.apply_wait_s = apply_wait_s
+        self._applied = 0
+        self._lock = threading.Lock()
+
+    def ready(self) -> None:
+        (self.dir / f"ready.{self.index}").write_text(str(os.getpid()))
+
+    def _read(self) -> tuple[int, bytes] | None:
+        try:
+            raw = (self.dir / "config.pb").read_bytes()
+        except OSError:
+            return None
+        gen, _, payload = raw.partition(b"\n")
+        return int(gen), payload
+
+    def publish(self, cfg) -> int:
+        """After this worker applied `cfg` through the reload API: hand it to the siblings."""
+        with self._lock:
+            current = self._read()
+            gen = (current[0] if current else 0) + 1
+            tmp = self.dir / f"config.pb.{self.index}.tmp"
+            tmp.write_bytes(str(gen).encode() + b"\n" + cfg.SerializeToString())
+            os.replace(tmp, self.dir / "config.pb")
+            self._applied = gen
+            self._ack(gen)
+            return gen
+
+    def _ack(self, gen: int) -> None:
+        tmp = self.dir / f"ack.{self.index}.tmp"
+        tmp.write_text(str(gen))
+        os.replace(tmp, self.dir / f"ack.{self.index}")
+
+    def reloaded(self, cfg, seconds_left: float) -> None:
+        """The reload API's hook: publish, then wait (within the reload's own wait) for every sibling."""
+        gen = self.publish(cfg)
+        late = self.wait_for_siblings(gen, seconds_left)
+        if late:
+            log.warning("config generation %d: workers %s have not applied it yet (they keep retrying)", gen, late)
+
+    def wait_for_siblings(self, gen: int, timeout: float) -> list[int]:
+        """Workers (indices) that had not applied generation `gen` when `timeout` ran out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            late = []
+            for i in range(self.count):
+                try:
+                    if int((self.dir / f"ack.{i}").read_text() or 0) < gen:
+                        late.append(i)
+                except (OSError, ValueError):
+                    late.append(i)
+            if not late or time.monotonic() > deadline:
+                return late
+            time.sleep(0.05)
+
+    def watch(self, stop: threading.Event) -> None:
+        from serving.config import ModelServerConfig
+        from serving.errors import ServingError
+
+        while not stop.wait(_POLL_S):
+            current = self._read()
+            if current is None or current[0] <= self._applied:
+                continue
+            gen, payload = current
+            cfg = ModelServerConfig.FromString(payload)
+            try:
+                if cfg != self.registry.config:
+                    self.registry.apply(cfg, wait_seconds=self.apply_wait_s, reload=True)
+                    log.info("worker %d applied config generation %d from a sibling", self.index, gen)
+            except ServingError as e:
+                log.warning("worker %d: config generation %d not applied yet (%s); retrying", self.index, gen, e)
+                continue
+            with self._lock:
+                self._applied = max(self._applied, gen)
+            self._ack(gen)
+
+
+def start_watching(control: SharedControl, stop: threading.Event) -> None:
+    threading.Thread(target=control.watch, args=(stop,), name="control-watch", daemon=True).start()

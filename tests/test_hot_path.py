@@ -1,0 +1,93 @@
+"""The request hot path's decisions (issue: performance 2), each checked without timing anything: the session
+default that runs the graph on the request's thread, which REST requests may skip the worker pool, and one
+version lookup per request."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from types import SimpleNamespace
+
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from serving import platform
+from serving.admission import MemoryBudget
+from serving.core import Core
+from serving.flags import parse_flags
+from serving.rest import INLINE_MAX_COST_S, RestHandler, _Costs
+from serving.runtime import Signature
+
+
+def test_session_default_runs_the_graph_on_the_calling_thread(tmp_path):
+    assert platform.session_config_from_flags(parse_flags([])).inter_op_parallelism_threads == -1
+    # TF Serving's own flags and files still decide when given
+    cfg = platform.session_config_from_flags(parse_flags(["--tensorflow_inter_op_parallelism=4"]))
+    assert (cfg.inter_op_parallelism_threads, cfg.intra_op_parallelism_threads) == (4, 0)
+    cfg = platform.session_config_from_flags(parse_flags(["--tensorflow_session_parallelism=2"]))
+    assert (cfg.inter_op_parallelism_threads, cfg.intra_op_parallelism_threads) == (2, 2)
+    f = tmp_path / "session.config"
+    f.write_text("intra_op_parallelism_threads: 3\n")
+    cfg = platform.session_config_from_flags(parse_flags([f"--tensorflow_session_config_file={f}"]))
+    assert (cfg.inter_op_parallelism_threads, cfg.intra_op_parallelism_threads) == (0, 3)
+
+
+def test_only_recently_cheap_routes_skip_the_worker_pool():
+    costs = _Costs()
+    assert not costs.cheap("/v1/models/m:predict")  # unknown: the pool first
+    for _ in range(5):
+        costs.observe("/v1/models/m:predict", INLINE_MAX_COST_S / 10)
+    assert costs.cheap("/v1/models/m:predict")
+    costs.observe("/v1/models/m:predict", 0.05)  # one slow answer (a new, slower version) moves it back
+    assert not costs.cheap("/v1/models/m:predict")
+    assert not costs.cheap("/v1/models/other:predict")
+    for i in range(_Costs.MAX_PATHS + 10):  # client-chosen paths cannot grow it without bound
+        costs.observe(f"/v1/models/m{i}:predict", 0.0)
+    assert len(costs._ewma) <= _Costs.MAX_PATHS
+
+
+def _sigdef() -> meta_graph_pb2.SignatureDef:
+    sd = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+    sd.inputs["x"].name, sd.inputs["x"].dtype = "x:0", 1
+    sd.outputs["y"].name, sd.outputs["y"].dtype = "y:0", 1
+    return sd
+
+
+class _Registry:
+    """Two versions whose signatures differ in dtype; counts lookups. The second lookup (if any) would see
+    version 2, as during a rollover."""
+
+    def __init__(self):
+        self.resolves = 0
+
+    def resolve(self, name, version, label):
+        self.resolves += 1
+        return self, None
+
+    @contextlib.contextmanager
+    def acquire(self, version):
+        sd = _sigdef()
+        if self.resolves > 1:
+            sd.inputs["x"].dtype = 9  # int64 in "version 2"
+        servable = SimpleNamespace(
+            signatures={"serving_default": Signature("serving_default", sd)}, batcher=None,
+            run_signature=lambda sig, inputs, outputs: {"y": inputs["x"] * 2})
+        yield SimpleNamespace(servable=servable, version=self.resolves)
+
+
+def test_rest_predict_resolves_the_version_once():
+    registry = _Registry()
+    core = Core(registry, budget=MemoryBudget(0))
+    handler = RestHandler(SimpleNamespace(core=core, registry=registry))
+    status, body, *_ = handler.process("POST", "/v1/models/m:predict", b'{"instances": [1.5, 2.5]}')
+    assert status == 200, body
+    assert registry.resolves == 1
+    assert json.loads(body) == {"predictions": [3.0, 5.0]}
+
+
+def test_rest_missing_signature_keeps_tf_servings_rest_wording():
+    registry = _Registry()
+    handler = RestHandler(SimpleNamespace(core=Core(registry, budget=MemoryBudget(0)), registry=registry))
+    status, body, *_ = handler.process("POST", "/v1/models/m:predict",
+                                       b'{"signature_name": "nope", "instances": [1.0]}')
+    assert status == 400
+    assert json.loads(body) == {"error": 'Serving signature name: "nope" not found in signature def'}

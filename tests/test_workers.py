@@ -1,0 +1,133 @@
+"""`--num_server_processes=2`: two worker processes on the same ports behind a supervisor, acting as one server
+— reloads through either reach both, metrics are merged, a killed worker comes back, SIGTERM drains all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from google.protobuf import text_format
+
+from clients import GrpcClient
+from serving.config import ModelServerConfig
+from tests.server_util import ServerProcess, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for t in os.listdir(f"/proc/{pid}/task"):
+        out += [int(c) for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
+    return out
+
+
+def _listening_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    return inodes
+
+
+def _listens_on(pid: int, port: int) -> bool:
+    inodes = _listening_inodes(pid)
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes and int(f[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def pair(zoo, tmp_path_factory):
+    base, _ = zoo
+    root = tmp_path_factory.mktemp("workers")
+    cfg = root / "models.config"
+    cfg.write_text(f'model_config_list {{ config {{ name: "mlp" base_path: "{base / "mlp"}" '
+                   f'model_platform: "tensorflow" model_version_policy {{ all {{}} }} }} }}\n')
+    mon = root / "monitoring.config"
+    mon.write_text('prometheus_config { enable: true, path: "/metrics" }\n')
+    srv = ServerProcess([f"--model_config_file={cfg}", "--num_server_processes=2",
+                         f"--monitoring_config_file={mon}", "--file_system_poll_wait_seconds=1"])
+    try:
+        srv.wait_ready()
+        wait_for(lambda: len(_children(srv.proc.pid)) == 2 and all(
+            _listens_on(c, srv.grpc_port) and _listens_on(c, srv.rest_port) for c in _children(srv.proc.pid)),
+            timeout=120, what="both workers listening on both ports")
+        srv.base = base
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_both_workers_serve_the_same_ports_and_metrics_are_merged(pair):
+    pids = _children(pair.proc.pid)
+    assert len(pids) == 2 and all(_listens_on(p, pair.grpc_port) and _listens_on(p, pair.rest_port) for p in pids)
+    x = {"instances": np.ones((1, 10)).tolist()}
+    before = _request_count(pair)
+    for _ in range(20):  # a new connection each time: the kernel spreads them over the workers
+        assert requests.post(f"{pair.rest_url}/v1/models/mlp:predict", json=x,
+                             headers={"Connection": "close"}).status_code == 200
+    assert _request_count(pair) - before == 20
+
+
+def _request_count(pair) -> int:
+    text = requests.get(f"{pair.rest_url}/metrics", headers={"Connection": "close"}).text
+    lines = [ln for ln in text.splitlines()
+             if ln.startswith(':tensorflow:serving:request_count{model_name="mlp",status="OK"}')]
+    return int(float(lines[0].rsplit(" ", 1)[1])) if lines else 0
+
+
+def test_reload_through_one_worker_reaches_all(pair):
+    cfg = text_format.Parse(
+        f'model_config_list {{ config {{ name: "mlp" base_path: "{pair.base / "mlp"}" model_platform: "tensorflow" '
+        f'model_version_policy {{ specific {{ versions: 1 versions: 2 }} }} '
+        f'version_labels {{ key: "stable" value: 1 }} version_labels {{ key: "canary" value: 2 }} }} }}',
+        ModelServerConfig())
+    with GrpcClient(pair.grpc_target, retries=0) as c:
+        c.reload_config(cfg)
+    x = np.ones((2, 10), np.float32)
+    answers = set()
+    for _ in range(16):  # fresh channels land on either worker: every one must know the labels
+        with GrpcClient(pair.grpc_target, retries=0) as c:
+            answers.add((c.predict("mlp", {"x": x}, label="stable")["y"].tobytes(),
+                         c.predict("mlp", {"x": x}, label="canary")["y"].tobytes()))
+    assert len(answers) == 1
+    stable, canary = answers.pop()
+    assert stable != canary
+
+
+def test_a_killed_worker_is_restarted(pair):
+    victim = _children(pair.proc.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(_children(pair.proc.pid)) == 2 and victim not in _children(pair.proc.pid)
+             and all(_listens_on(c, pair.grpc_port) for c in _children(pair.proc.pid)),
+             timeout=120, what="the worker restarted and listening")
+    for _ in range(8):
+        assert requests.post(f"{pair.rest_url}/v1/models/mlp:predict", json={"instances": [[1.0] * 10]},
+                             headers={"Connection": "close"}).status_code == 200
+
+
+def test_sigterm_stops_every_worker(zoo, tmp_path):
+    base, _ = zoo
+    srv = ServerProcess([f"--model_name=mlp", f"--model_base_path={base / 'mlp'}", "--num_server_processes=2"],
+                        rest=False)
+    srv.wait_ready()
+    wait_for(lambda: len(_children(srv.proc.pid)) == 2, timeout=120, what="two workers")
+    workers = _children(srv.proc.pid)
+    t0 = time.monotonic()
+    assert srv.stop() == 0
+    assert time.monotonic() - t0 < 25
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
