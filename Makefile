@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup export serve stop logs test test-docker docker-bootstrap k8s-config client-lite test-unit soak bench bench-tools bench-client render-config clean clean-models
+.PHONY: help setup export serve stop logs test test-docker docker-bootstrap k8s-config client-lite test-unit soak bench bench-tools bench-client browser-tools render-config clean clean-models
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -108,7 +108,14 @@ test-docker: docker-bootstrap ## run the integration suite and the container tie
 	$(PY) -m tests.container.stack down >/dev/null; \
 	exit $$(( rc1 || rc2 ))
 
-test: $(STAMP) ## run the whole test suite (unit + integration against a real server process)
+browser-tools: ## Debian's chromium for the dashboard's browser test (the test skips, saying why, where it cannot be installed)
+	@command -v chromium >/dev/null || { \
+	  if command -v apt-get >/dev/null; then SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null \
+	    || echo "could not install chromium: the browser test will be skipped"; \
+	  else echo "no apt-get: install chromium to run the browser test"; fi; }
+
+test: $(STAMP) browser-tools ## run the whole test suite (unit + integration against a real server process)
 	$(PY) -m pytest -q --ignore=tests/container $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## unit tests only

@@ -116,7 +116,10 @@ class Core:
             result = servable.batcher.run(servable, sig, dict(feeds), outputs)
         else:
             result = servable.run_signature(sig, dict(feeds), outputs)
-        metrics.runtime_latency(spec.name, api, time.perf_counter() - t0)
+        took = time.perf_counter() - t0
+        metrics.runtime_latency(spec.name, api, took)
+        if api != "warmup":  # replayed warmup records are not traffic
+            metrics.version_request(spec.name, version, took)
         return Prediction(spec.name, version, spec.signature, result)
 
     @staticmethod

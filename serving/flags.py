@@ -120,6 +120,9 @@ FLAGS: tuple[Flag, ...] = (
          "request's whole body after its headers."),
     Flag("rest_api_idle_timeout_seconds", "int32", 30, "[embedded server] Idle keep-alive REST connections are "
          "closed after this long."),
+    Flag("rest_api_extensions", "bool", True, "[embedded server] Serve the additions outside TF Serving's /v1 "
+         "namespace on the REST port: /api/openapi.json (OpenAPI 3.1 with per-model schemas), /api/models (model "
+         "list) and /dashboard/. /healthz and /readyz are always served."),
     Flag("num_server_processes", "int32", 1, "[embedded server] Server processes sharing the ports "
          "(SO_REUSEPORT), each with its own copy of every model (memory × N), behind one supervisor: config, "
          "reloads, labels and metrics stay consistent across them. 1 = a single process."),

@@ -50,6 +50,33 @@ VERSION_STATE = Gauge(":tensorflow_serving_bundle:model_version_state",
                       ["model_name", "version"], registry=REGISTRY, multiprocess_mode="livemin")
 
 
+# per version (TF Serving's request metrics are per model): what the dashboard shows for each version
+VERSION_REQUESTS = Counter(":tensorflow_serving_bundle:version_request_count",
+                           "Successful inference requests per model version.", ["model_name", "version"],
+                           registry=REGISTRY)
+VERSION_LATENCY = Counter(":tensorflow_serving_bundle:version_runtime_latency_us",
+                          "Sum of model runtime (µs) of those requests.", ["model_name", "version"], registry=REGISTRY)
+
+
+def version_request(model: str, version: int, seconds: float) -> None:
+    _child(VERSION_REQUESTS, model, str(version)).inc()
+    _child(VERSION_LATENCY, model, str(version)).inc(seconds * 1e6)
+
+
+def per_version() -> dict[tuple[str, str], tuple[float, float]]:
+    """{(model, version): (requests, runtime µs sum)} from the exposed samples (all workers' in multiprocess
+    mode)."""
+    out: dict[tuple[str, str], list[float]] = {}
+    for fam in collect():
+        if fam.name not in (VERSION_REQUESTS._name, VERSION_LATENCY._name):  # noqa: SLF001
+            continue
+        slot = 0 if fam.name == VERSION_REQUESTS._name else 1  # noqa: SLF001
+        for s in fam.samples:
+            if s.name.endswith("_total"):
+                out.setdefault((s.labels["model_name"], s.labels["version"]), [0.0, 0.0])[slot] += s.value
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
 _BATCH_BUCKETS = tuple(2**i for i in range(0, 13))
 BATCH_QUEUING = Histogram(":tensorflow:serving:batching_session:queuing_latency",
                           "Time a request waits in the batch queue, in microseconds.", ["thread_pool_name"],
@@ -116,7 +143,7 @@ def forget_model(model: str) -> None:
     """Drop every label value of a model removed from the config (label sets must not only grow)."""
     for key in [k for k in _children if k[1] and k[1][0] == model]:
         del _children[key]
-    for metric in (REQUEST_COUNT, REQUEST_LATENCY, RUNTIME_LATENCY, VERSION_STATE):
+    for metric in (REQUEST_COUNT, REQUEST_LATENCY, RUNTIME_LATENCY, VERSION_STATE, VERSION_REQUESTS, VERSION_LATENCY):
         for labels in [lv for lv in list(metric._metrics) if lv and lv[0] == model]:  # noqa: SLF001
             try:
                 metric.remove(*labels)

@@ -23,7 +23,7 @@ from urllib.parse import unquote_to_bytes
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from serving import json_codec, metrics
+from serving import extensions, json_codec, metrics
 from serving.admission import JSON_EXPANSION
 from serving.config import prometheus_path
 from serving.core import Spec
@@ -269,6 +269,7 @@ class RestApp:
         self.metrics_path = prometheus_path(monitoring) if monitoring is not None else None
         self.max_inflight = max(0, opts.max_inflight_requests)
         self.max_body = max(0, opts.rest_api_max_request_bytes)
+        self.extensions = opts.rest_api_extensions
         self.inflight = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self._running: set[asyncio.Future] = set()
@@ -303,6 +304,11 @@ class RestApp:
             ready = path == "/healthz" or (self.server.registry.all_models_available()
                                            and not self.server.stopping)
             await self._send(send, 200 if ready else 503, b'{"status": "%s"}' % (b"ok" if ready else b"not ready"), close=unread)
+            return
+        if self.extensions and method in ("GET", "HEAD") and path.startswith(("/api/", "/dashboard")):
+            status, out, ctype = await asyncio.get_running_loop().run_in_executor(
+                self.pool, extensions.get, self.server, path)
+            await self._send(send, status, out, ctype=ctype, close=unread)
             return
         if not _V1_RE.fullmatch(path):
             await self._send(send, 404, _not_found_html(path), ctype=b"text/html", close=unread)

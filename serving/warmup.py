@@ -15,6 +15,7 @@ from serving.errors import DataLossError, InvalidArgumentError, ServingError, Un
 from serving.runtime import SavedModelServable, tf
 
 WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
+WARMUP_API = "warmup"  # the core does not count these as the version's traffic
 MAX_RECORDS = 1000
 
 
@@ -60,7 +61,8 @@ def _replay(core: Core, servable: SavedModelServable, version: int, log) -> None
     if kind == "predict_log":
         req = log.predict_log.request
         inputs = {k: codec.to_numpy(v) for k, v in req.inputs.items()}
-        core.predict_on(servable, version, spec_from_proto(req.model_spec), inputs, list(req.output_filter))
+        core.predict_on(servable, version, spec_from_proto(req.model_spec), inputs, list(req.output_filter),
+                        api=WARMUP_API)
     elif kind in ("classify_log", "regress_log"):
         req = getattr(log, kind).request
         core.examples_on(servable, spec_from_proto(req.model_spec), req.input, kind[:-4])
