@@ -85,6 +85,9 @@ def validate_options(opts: ServerOptions) -> None:
     if not opts.model_base_path and not opts.model_config_file:
         raise InvalidArgumentError("Both server_options.model_base_path and server_options.model_config_file "
                                    "are empty!")
+    if opts.num_server_processes > 1 and opts.grpc_socket_path:
+        raise InvalidArgumentError("--grpc_socket_path cannot be shared by --num_server_processes="
+                                   f"{opts.num_server_processes} worker processes; use the TCP port")
     if opts.model_config_reload_api not in ("enabled", "unix_socket_only", "disabled"):
         raise InvalidArgumentError(f"--model_config_reload_api must be enabled, unix_socket_only or disabled, "
                                    f"not '{opts.model_config_reload_api}'")

@@ -131,3 +131,19 @@ def test_sigterm_stops_every_worker(zoo, tmp_path):
     assert time.monotonic() - t0 < 25
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_a_start_up_error_stops_every_worker_with_its_code(tmp_path):
+    """Every worker fails the same way (here: a unix socket N processes cannot share): the supervisor exits
+    with the workers' code instead of restarting them forever."""
+    import subprocess
+    import sys
+
+    from tests.server_util import REPO, free_port
+
+    r = subprocess.run([sys.executable, "-m", "serving", f"--port={free_port()}", "--model_name=m",
+                        f"--model_base_path={tmp_path}", "--num_server_processes=2",
+                        f"--grpc_socket_path={tmp_path / 'grpc.sock'}"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 255
+    assert "cannot be shared by --num_server_processes=2" in r.stdout
