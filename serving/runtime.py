@@ -79,7 +79,29 @@ def check_feed_dtypes(sig: Signature, inputs: dict[str, np.ndarray]) -> list[str
     return order
 
 
-class SavedModelServable:
+class TensorNameServable:
+    """What every runtime shares: the feed type check, and a signature run as a run by tensor names
+    (`run(feeds, fetches)`, provided by the runtime). `batcher` is set when --enable_batching applies."""
+
+    batcher = None
+    own_batcher = False
+
+    @staticmethod
+    def check_dtypes(sig: Signature, inputs: dict[str, np.ndarray]) -> list[str]:
+        return check_feed_dtypes(sig, inputs)
+
+    def run(self, feeds: dict[str, np.ndarray], fetches: Sequence[str]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def run_signature(self, sig: Signature, inputs: dict[str, np.ndarray],
+                      outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """Run a signature on aliased inputs (already validated by the caller) for the given output aliases."""
+        order = self.check_dtypes(sig, inputs)
+        results = self.run({sig.inputs[a].name: inputs[a] for a in order}, [sig.outputs[a].name for a in outputs])
+        return dict(zip(outputs, results))
+
+
+class SavedModelServable(TensorNameServable):
     """One loaded version. Thread-safe: TF sessions run concurrently; callables are created once."""
 
     def __init__(self, path: str | Path, tags: Sequence[str] = ("serve",), *, session_config=None):
@@ -98,8 +120,6 @@ class SavedModelServable:
         self.signatures: dict[str, Signature] = {k: Signature(k, sd) for k, sd in self.signature_defs.items()}
         self._callables: dict[tuple, object] = {}
         self._lock = threading.Lock()
-        self.batcher = None  # a BatchScheduler when --enable_batching applies to this version
-        self.own_batcher = False
 
     def _load(self, tags: Sequence[str], session_config) -> None:
         t = tf()
@@ -142,18 +162,6 @@ class SavedModelServable:
         return [r if isinstance(r, np.ndarray) else np.asarray(r, dtype=object if isinstance(r, bytes) else None)
                 for r in out]
 
-    @staticmethod
-    def check_dtypes(sig: Signature, inputs: dict[str, np.ndarray]) -> list[str]:
-        return check_feed_dtypes(sig, inputs)
-
-    def run_signature(self, sig: Signature, inputs: dict[str, np.ndarray],
-                      outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        """Run a signature on aliased inputs (already validated by the caller) for the given output aliases."""
-        order = self.check_dtypes(sig, inputs)
-        feeds = {sig.inputs[a].name: inputs[a] for a in order}
-        fetch_names = [sig.outputs[a].name for a in outputs]
-        results = self.run(feeds, fetch_names)
-        return dict(zip(outputs, results))
 
 
 # Op libraries tensorflow_model_server links in statically; here they are Python packages whose import

@@ -25,7 +25,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving.codec import DT, dtype_of
 from serving.errors import InternalError, InvalidArgumentError, NotFoundError, ServingError
-from serving.runtime import Signature, check_feed_dtypes
+from serving.runtime import Signature, TensorNameServable
 
 log = logging.getLogger("serving.tflite")
 
@@ -82,7 +82,7 @@ def _metadata_signatures(content: bytes) -> dict[str, meta_graph_pb2.SignatureDe
     return {}
 
 
-class TfLiteServable:
+class TfLiteServable(TensorNameServable):
     """One loaded `model.tflite` version; the same interface the core uses for a SavedModel."""
 
     def __init__(self, path: str, *, pools: int = 1, interpreters_per_pool: int = 1):
@@ -107,8 +107,6 @@ class TfLiteServable:
         self._idle.put(first)
         self._created = 1
         self._lock = threading.Lock()
-        self.batcher = None
-        self.own_batcher = False
 
     # ------------------------------------------------------------------------------------ loading
     def _new_interpreter(self):
@@ -215,17 +213,11 @@ class TfLiteServable:
         finally:
             self._idle.put(it)
 
-    @staticmethod
-    def check_dtypes(sig: Signature, inputs: dict[str, np.ndarray]) -> list[str]:
-        return check_feed_dtypes(sig, inputs)
-
     def run_signature(self, sig: Signature, inputs: dict[str, np.ndarray],
                       outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        order = self.check_dtypes(sig, inputs)
         if not self._table:
-            results = self.run({sig.inputs[a].name: inputs[a] for a in order},
-                               [sig.outputs[a].name for a in outputs])
-            return dict(zip(outputs, results))
+            return super().run_signature(sig, inputs, outputs)
+        order = self.check_dtypes(sig, inputs)
         it = self._acquire()
         try:
             runner = it._tfsb_runners.get(sig.name)

@@ -92,3 +92,33 @@ def wait_for(pred, timeout: float = 60.0, interval: float = 0.1, what: str = "co
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not reached within {timeout}s")
         time.sleep(interval)
+
+
+def listening(pid: int) -> set[str]:
+    """Local addresses of the process's listening TCP sockets, as 'ip:port'."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # LISTEN
+                hexip, hexport = f[1].split(":")
+                raw = bytes.fromhex(hexip)
+                if len(raw) == 4:
+                    ip = socket.inet_ntop(socket.AF_INET, raw[::-1])
+                else:  # four little-endian 32-bit words; gRPC listens v4-mapped (::ffff:127.0.0.1)
+                    ip = socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+                    ip = ip.removeprefix("::ffff:")
+                out.add(f"{ip}:{int(hexport, 16)}")
+    return out
+
+
+def listening_ports(pid: int) -> set[int]:
+    return {int(a.rsplit(":", 1)[1]) for a in listening(pid)}

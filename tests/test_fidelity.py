@@ -29,7 +29,7 @@ from serving import config as cfgmod
 from serving.errors import InvalidArgumentError, NotFoundError
 from serving.flags import parse_flags
 from tests.conftest import REPO
-from tests.server_util import ServerProcess, free_port, wait_for
+from tests.server_util import ServerProcess, free_port, listening_ports, wait_for
 from tests.tflite_models import write_half_plus_two
 
 pytestmark = pytest.mark.integration
@@ -254,25 +254,6 @@ def test_prefer_tflite_model_decides_which_file_loads(tmp_path, zoo):
 
 # ---------------------------------------------------------------------------------------------- profiler
 
-def _listening_ports(pid: int) -> set[int]:
-    """TCP ports the process listens on (its socket inodes matched against /proc/net/tcp{,6})."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            f = line.split()
-            if f[3] == "0A" and f[9] in inodes:
-                ports.add(int(f[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
 def test_profiler_trace_with_tensorflows_client_on_the_grpc_port(lite, tmp_path):
     """TF Serving's test_profiler_service_with_valid_trace_request: TensorFlow's own profiler client traces the
     model server at its gRPC address while predictions run; the trace lands in the log directory; no other
@@ -298,7 +279,7 @@ def test_profiler_trace_with_tensorflows_client_on_the_grpc_port(lite, tmp_path)
         t.join(10)
     traces = glob.glob(str(logdir / "plugins" / "profile" / "*" / "*.xplane.pb"))
     assert traces and all(os.path.getsize(p) > 100 for p in traces), traces
-    assert _listening_ports(lite.proc.pid) == {lite.grpc_port, lite.rest_port}
+    assert listening_ports(lite.proc.pid) == {lite.grpc_port, lite.rest_port}
 
 
 # ---------------------------------------------------------------------------------------------- TF Text

@@ -30,7 +30,7 @@ from tensorflow_serving.apis import (model_management_pb2, model_service_pb2_grp
                                      prediction_service_pb2_grpc)
 from tensorflow_serving.config import model_server_config_pb2
 
-from tests.server_util import REPO, ServerProcess, wait_for
+from tests.server_util import REPO, ServerProcess, listening, wait_for
 from tests.test_grpc_integration import _status, predict_request
 
 pytestmark = pytest.mark.integration
@@ -527,32 +527,6 @@ def test_grace_period_is_enforced_and_cut_requests_get_503(zoo, tmp_path):
 
 # ------------------------------------------------------------------------------------------- exposure
 
-def _listening(pid: int) -> set[str]:
-    """Local addresses of the process's listening TCP sockets, as 'ip:port'."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    out = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in open(table).read().splitlines()[1:]:
-            f = line.split()
-            if f[3] == "0A" and f[9] in inodes:  # LISTEN
-                hexip, hexport = f[1].split(":")
-                raw = bytes.fromhex(hexip)
-                if len(raw) == 4:
-                    ip = socket.inet_ntop(socket.AF_INET, raw[::-1])
-                else:  # four little-endian 32-bit words; gRPC listens v4-mapped (::ffff:127.0.0.1)
-                    ip = socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
-                    ip = ip.removeprefix("::ffff:")
-                out.add(f"{ip}:{int(hexport, 16)}")
-    return out
-
-
 def test_admin_api_restricted_to_the_unix_socket_and_ports_bound_to_loopback(zoo, tmp_path):
     base, _ = zoo
     sock = tmp_path / "grpc.sock"
@@ -561,7 +535,7 @@ def test_admin_api_restricted_to_the_unix_socket_and_ports_bound_to_loopback(zoo
                          "--rest_api_bind_address=127.0.0.1"])
     try:
         srv.wait_ready()
-        assert _listening(srv.proc.pid) == {f"127.0.0.1:{srv.grpc_port}", f"127.0.0.1:{srv.rest_port}"}
+        assert listening(srv.proc.pid) == {f"127.0.0.1:{srv.grpc_port}", f"127.0.0.1:{srv.rest_port}"}
         cfg = model_server_config_pb2.ModelServerConfig()
         cfg.model_config_list.config.add(name="linear", base_path=f"{base}/linear", model_platform="tensorflow")
         req = model_management_pb2.ReloadConfigRequest(config=cfg)

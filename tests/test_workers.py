@@ -15,7 +15,7 @@ from google.protobuf import text_format
 
 from clients import GrpcClient
 from serving.config import ModelServerConfig
-from tests.server_util import ServerProcess, wait_for
+from tests.server_util import ServerProcess, listening_ports, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -27,26 +27,8 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _listening_inodes(pid: int) -> set[str]:
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    return inodes
-
-
 def _listens_on(pid: int, port: int) -> bool:
-    inodes = _listening_inodes(pid)
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            f = line.split()
-            if f[3] == "0A" and f[9] in inodes and int(f[1].rsplit(":", 1)[1], 16) == port:
-                return True
-    return False
+    return port in listening_ports(pid)
 
 
 @pytest.fixture(scope="module")
