@@ -127,19 +127,6 @@ def make_input(rows: Iterable[Mapping[str, Any]], context: Mapping[str, Any] | N
     return inp
 
 
-def signature_summary(sigdefs: Mapping[str, Any]) -> dict[str, dict]:
-    """SignatureDef protos → {name: {method_name, inputs: {alias: {dtype, shape}}, outputs: {...}}}."""
-    from tensorflow.core.framework import types_pb2
-
-    def tensors(m):
-        return {a: {"dtype": types_pb2.DataType.Name(t.dtype),
-                    "shape": None if t.tensor_shape.unknown_rank else [d.size for d in t.tensor_shape.dim]}
-                for a, t in sorted(m.items())}
-
-    return {name: {"method_name": sd.method_name, "inputs": tensors(sd.inputs), "outputs": tensors(sd.outputs)}
-            for name, sd in sorted(sigdefs.items()) if not name.startswith("__")}
-
-
 def example_to_json(ex: example_pb2.Example) -> dict:
     """tf.Example → the REST `examples` object form (floats keep a decimal point, bytes as b64 if not UTF-8)."""
     import base64

@@ -13,8 +13,9 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 from tensorflow_serving.config import model_server_config_pb2
 
-from clients.base import ServingClientError, Target, TlsFiles, as_inputs, make_input, signature_summary
+from clients.base import ServingClientError, Target, TlsFiles, as_inputs, make_input
 from serving import codec
+from serving.codec import signature_summary
 
 MAX_MESSAGE = 2**31 - 1  # what TF Serving accepts (builder.SetMaxMessageSize(INT32_MAX))
 _STATE = {0: "UNKNOWN", 10: "START", 20: "LOADING", 30: "AVAILABLE", 40: "UNLOADING", 50: "END"}

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from flatbuffers import Builder, flexbuffers
 from tensorflow.core.protobuf import meta_graph_pb2
 
-SIGNATURE_METADATA = "signature_defs_metadata"
-PREDICT = "tensorflow/serving/predict"
+from serving.tflite import PREDICT_METHOD as PREDICT, SIGNATURE_METADATA, tensor_info
 
 
 def convert_saved_model(path: Path, signatures: list[str]) -> bytes:
@@ -30,8 +28,6 @@ def table_signature_defs(content: bytes) -> dict[str, meta_graph_pb2.SignatureDe
     """The flatbuffer's signature table as SignatureDefs (tensor names as the interpreter knows them)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from serving.codec import DT, dtype_of
-
     interpreter = Interpreter(model_content=content)
     out = {}
     for key in interpreter.get_signature_list():
@@ -39,11 +35,7 @@ def table_signature_defs(content: bytes) -> dict[str, meta_graph_pb2.SignatureDe
         sd = meta_graph_pb2.SignatureDef(method_name=PREDICT)
         for target, details in ((sd.inputs, runner.get_input_details()), (sd.outputs, runner.get_output_details())):
             for alias, d in details.items():
-                kind = np.dtype(d["dtype"]).kind
-                target[alias].name = d["name"]
-                target[alias].dtype = DT.DT_STRING if kind in "OSU" else dtype_of(np.empty(0, d["dtype"]))
-                for size in d["shape_signature"]:
-                    target[alias].tensor_shape.dim.add(size=int(size))
+                target[alias].CopyFrom(tensor_info(d))
         out[key] = sd
     return out
 

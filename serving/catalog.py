@@ -5,21 +5,8 @@ such call: tensorflow/serving#795)."""
 from __future__ import annotations
 
 from serving import metrics
-from tensorflow.core.framework import types_pb2
+from serving.codec import signature_summary
 from serving.openapi import loaded_signatures
-
-
-def _tensors(m) -> dict:
-    out = {}
-    for alias, info in sorted(m.items()):
-        shape = None if info.tensor_shape.unknown_rank else [d.size for d in info.tensor_shape.dim]
-        out[alias] = {"dtype": types_pb2.DataType.Name(info.dtype), "shape": shape, "name": info.name}
-    return out
-
-
-def signature_summary(sigdefs: dict) -> dict:
-    return {name: {"method_name": sd.method_name, "inputs": _tensors(sd.inputs), "outputs": _tensors(sd.outputs)}
-            for name, sd in sorted(sigdefs.items()) if not name.startswith("__")}
 
 
 def model_list(registry) -> dict:
@@ -40,5 +27,5 @@ def model_list(registry) -> dict:
         m = configured.get(name)
         models.append({"name": name, "base_path": m.base_path if m is not None else "",
                        "labels": registry.labels(name), "versions": versions,
-                       "signatures": signature_summary(loaded_signatures(registry, name))})
+                       "signatures": signature_summary(loaded_signatures(registry, name), tensor_names=True)})
     return {"models": models}

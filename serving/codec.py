@@ -210,3 +210,19 @@ def from_numpy(arr: np.ndarray | list | float | int | bytes | str, dtype: int | 
 
 
 _EXTEND_STEP = 1 << 18
+
+
+def signature_summary(sigdefs, *, tensor_names: bool = False) -> dict[str, dict]:
+    """SignatureDef protos → {name: {method_name, inputs: {alias: {dtype, shape[, name]}}, outputs: {...}}}
+    (signatures named `__...` are internal and left out): what the clients print and `/api/models` lists."""
+    def tensors(m):
+        out = {}
+        for alias, t in sorted(m.items()):
+            out[alias] = {"dtype": types_pb2.DataType.Name(t.dtype),
+                          "shape": None if t.tensor_shape.unknown_rank else [d.size for d in t.tensor_shape.dim]}
+            if tensor_names:
+                out[alias]["name"] = t.name
+        return out
+
+    return {name: {"method_name": sd.method_name, "inputs": tensors(sd.inputs), "outputs": tensors(sd.outputs)}
+            for name, sd in sorted(sigdefs.items()) if not name.startswith("__")}

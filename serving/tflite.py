@@ -15,6 +15,7 @@ Interpreters are not thread-safe: each request takes one from a pool (`num_tflit
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -45,10 +46,11 @@ def _dt(np_type) -> int:
     return DT.DT_STRING if np.dtype(np_type).kind in "OSU" else dtype_of(np.empty(0, np_type))
 
 
-def _tensor_info(detail: dict, name: str | None = None) -> meta_graph_pb2.TensorInfo:
-    info = meta_graph_pb2.TensorInfo(name=name or detail["name"], dtype=_dt(detail["dtype"]))
+def tensor_info(detail: dict) -> meta_graph_pb2.TensorInfo:
+    """An interpreter's tensor details as a TensorInfo (dynamic dimensions as -1, from `shape_signature`)."""
+    info = meta_graph_pb2.TensorInfo(name=detail["name"], dtype=_dt(detail["dtype"]))
     shape = detail.get("shape_signature")
-    if shape is None or len(shape) == 0 and len(detail["shape"]):
+    if shape is None or (len(shape) == 0 and len(detail["shape"])):
         shape = detail["shape"]
     for d in shape:
         info.tensor_shape.dim.add(size=int(d))
@@ -140,18 +142,18 @@ class TfLiteServable(TensorNameServable):
                 runner = interpreter.get_signature_runner(key)
                 sd = meta_graph_pb2.SignatureDef(method_name=PREDICT_METHOD)
                 for alias, d in runner.get_input_details().items():
-                    sd.inputs[alias].CopyFrom(_tensor_info(d))
+                    sd.inputs[alias].CopyFrom(tensor_info(d))
                 for alias, d in runner.get_output_details().items():
-                    sd.outputs[alias].CopyFrom(_tensor_info(d))
+                    sd.outputs[alias].CopyFrom(tensor_info(d))
                 out[key] = sd
             self._table = True  # each signature may be its own subgraph: run it through its runner
             return out
         log.warning("No signature def found in TFLite model %s. Generating one.", self.path)
         sd = meta_graph_pb2.SignatureDef(method_name=PREDICT_METHOD)
         for name, d in self._inputs.items():
-            sd.inputs[_legacy_name(name)].CopyFrom(_tensor_info(d))
+            sd.inputs[_legacy_name(name)].CopyFrom(tensor_info(d))
         for name, d in self._outputs.items():
-            sd.outputs[_legacy_name(name)].CopyFrom(_tensor_info(d))
+            sd.outputs[_legacy_name(name)].CopyFrom(tensor_info(d))
         return {"serving_default": sd}
 
     # ------------------------------------------------------------------------------------ serving
@@ -161,16 +163,21 @@ class TfLiteServable(TensorNameServable):
         while not self._idle.empty():
             self._idle.get_nowait()
 
-    def _acquire(self):
+    @contextlib.contextmanager
+    def _borrowed(self):
+        """An interpreter of the pool for one request (an idle one, a new one below capacity, else wait)."""
         try:
-            return self._idle.get_nowait()
+            it = self._idle.get_nowait()
         except queue.Empty:
-            pass
-        with self._lock:
-            if self._created < self._capacity:
-                self._created += 1
-                return self._new_interpreter()
-        return self._idle.get()
+            with self._lock:
+                fresh = self._created < self._capacity
+                if fresh:
+                    self._created += 1
+            it = self._new_interpreter() if fresh else self._idle.get()
+        try:
+            yield it
+        finally:
+            self._idle.put(it)
 
     def run(self, feeds: dict[str, np.ndarray], fetches: Sequence[str]) -> list[np.ndarray]:
         """Run with TFLite tensor names (as the signatures hold them); returns arrays in `fetches` order."""
@@ -180,7 +187,10 @@ class TfLiteServable(TensorNameServable):
         for name in fetches:
             if name not in self._outputs:
                 raise InvalidArgumentError(f"Missing output TFLite tensor: {name}: Unknown tensor '{name}'.")
-        it = self._acquire()
+        with self._borrowed() as it:
+            return self._run_on(it, feeds, fetches)
+
+    def _run_on(self, it, feeds: dict[str, np.ndarray], fetches: Sequence[str]) -> list[np.ndarray]:
         try:
             resized = False
             for name, arr in feeds.items():
@@ -210,16 +220,13 @@ class TfLiteServable(TensorNameServable):
             raise
         except (ValueError, RuntimeError) as e:
             raise InvalidArgumentError(str(e)) from e
-        finally:
-            self._idle.put(it)
 
     def run_signature(self, sig: Signature, inputs: dict[str, np.ndarray],
                       outputs: Sequence[str]) -> dict[str, np.ndarray]:
         if not self._table:
             return super().run_signature(sig, inputs, outputs)
         order = self.check_dtypes(sig, inputs)
-        it = self._acquire()
-        try:
+        with self._borrowed() as it:
             runner = it._tfsb_runners.get(sig.name)
             if runner is None:
                 runner = it._tfsb_runners[sig.name] = it.get_signature_runner(sig.name)
@@ -228,5 +235,3 @@ class TfLiteServable(TensorNameServable):
             except (ValueError, RuntimeError) as e:
                 raise InvalidArgumentError(f"TFLite signature {sig.name} cannot run on these inputs: {e}") from e
             return {a: np.array(got[a]) for a in outputs}
-        finally:
-            self._idle.put(it)
