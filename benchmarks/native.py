@@ -121,7 +121,7 @@ def rest_body(batch: int) -> bytes:
 def grpc_request(batch: int) -> bytes:
     from tensorflow_serving.apis import predict_pb2
 
-    from serving.codec import from_numpy
+    from serving.wire.tensor_proto import from_numpy
 
     req = predict_pb2.PredictRequest()
     req.model_spec.name = "mlp"

@@ -1,27 +1,27 @@
-"""What both clients share: the error type, argument normalisation, and the tf.Example helper.
+"""What both clients share: the error type, retries, the metadata cache, argument normalisation, and the
+tf.Example helpers.
 
-The gRPC and REST clients mirror each other: same methods, same arguments, numpy results, one exception
-type (`ServingClientError`) carrying the gRPC code name, the HTTP status and the server's message.
+The gRPC and REST clients mirror each other: same methods, same arguments, numpy results, the same retry
+and metadata-cache behaviour, one exception type (`ServingClientError`) carrying the gRPC code name, the
+HTTP status and the server's message. Status codes and HTTP statuses come from the server's own table
+(`serving.wire.status`).
 """
 
 from __future__ import annotations
 
+import random
+import threading
+import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import input_pb2
 
-# gRPC code name <-> HTTP status, TF Serving's table (http_server.cc::ToHTTPStatusCode)
-CODE_TO_HTTP = {"OK": 200, "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 400, "DEADLINE_EXCEEDED": 504,
-                "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429,
-                "FAILED_PRECONDITION": 400, "ABORTED": 409, "OUT_OF_RANGE": 400, "UNIMPLEMENTED": 501,
-                "INTERNAL": 500, "UNAVAILABLE": 503, "DATA_LOSS": 500, "UNAUTHENTICATED": 401}
-HTTP_TO_CODE = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-                409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL", 501: "UNIMPLEMENTED",
-                503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+from serving.wire.status import HTTP_STATUS, Code, code_for_http
 
+T = TypeVar("T")
 
 @dataclass(frozen=True)
 class TlsFiles:
@@ -54,7 +54,64 @@ class ServingClientError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-        self.http_status = http_status if http_status is not None else CODE_TO_HTTP.get(code)
+        self.http_status = http_status if http_status is not None else HTTP_STATUS.get(Code[code], 500) \
+            if code in Code.__members__ else 500
+
+    @classmethod
+    def from_http(cls, status: int, message: str, code_header: str | None = None) -> "ServingClientError":
+        """An HTTP error answer: the code the server named in its header, else the one its status implies."""
+        return cls(code_for_http(status, code_header).name, message, status)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Both clients retry only UNAVAILABLE (server starting, overloaded, shutting down, connection refused),
+    `retries` times with jittered exponential backoff; every other error is the request's own answer."""
+
+    retries: int = 3
+    backoff: float = 0.05
+
+    def call(self, fn: Callable[[], T]) -> T:
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except ServingClientError as e:
+                if e.code != "UNAVAILABLE" or attempt >= self.retries:
+                    raise
+            time.sleep(self.backoff * (2**attempt) * (0.5 + random.random()))
+            attempt += 1
+
+
+class MetadataCache:
+    """Signature summaries (`serving.wire.tensor_proto.signature_summary` form) per model and version or label,
+    fetched with the client's own `metadata()`. A pinned version never changes; for `latest` and labels an
+    entry is re-read after `ttl` seconds, or at once when the caller saw an answer that does not fit it."""
+
+    def __init__(self, fetch: Callable[[Target], dict], ttl: float = 10.0):
+        self._fetch = fetch
+        self.ttl = ttl
+        self._entries: dict[tuple, tuple[float, dict]] = {}
+        self._lock = threading.Lock()
+
+    def signature(self, t: Target, refresh: bool = False) -> dict:
+        """{"method_name", "inputs", "outputs"} of the signature `t` names (empty maps if it has none)."""
+        key = (t.model, t.version, t.label)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._entries.get(key)
+        if refresh or hit is None or (t.version is None and now - hit[0] > self.ttl):
+            hit = (now, self._fetch(Target(t.model, t.version, t.label))["signature_def"])
+            with self._lock:
+                self._entries[key] = hit
+        return hit[1].get(t.signature or "serving_default", {"method_name": "", "inputs": {}, "outputs": {}})
+
+    def only_input(self, t: Target) -> str:
+        """The name of the signature's single input (a bare array was given)."""
+        inputs = self.signature(t)["inputs"]
+        if len(inputs) != 1:
+            raise ValueError(f"signature has inputs {sorted(inputs)}: pass a dict")
+        return next(iter(inputs))
 
 
 @dataclass(frozen=True)
@@ -127,23 +184,32 @@ def make_input(rows: Iterable[Mapping[str, Any]], context: Mapping[str, Any] | N
     return inp
 
 
-def example_to_json(ex: example_pb2.Example) -> dict:
-    """tf.Example → the REST `examples` object form (floats keep a decimal point, bytes as b64 if not UTF-8)."""
-    import base64
+class ClientBase:
+    """What makes the two clients mirror images beyond their method lists: one retry policy, one metadata
+    cache (filled through the subclass's own `metadata()`), context-manager use."""
 
-    out: dict[str, Any] = {}
-    for k, f in ex.features.feature.items():
-        kind = f.WhichOneof("kind")
-        if kind == "float_list":
-            out[k] = [float(v) for v in f.float_list.value]
-        elif kind == "int64_list":
-            out[k] = list(f.int64_list.value)
-        elif kind == "bytes_list":
-            vals = []
-            for b in f.bytes_list.value:
-                try:
-                    vals.append(b.decode("utf-8"))
-                except UnicodeDecodeError:
-                    vals.append({"b64": base64.b64encode(b).decode()})
-            out[k] = vals
-    return out
+    def __init__(self, *, retries: int, backoff: float, metadata_ttl: float):
+        self.retry = RetryPolicy(retries, backoff)
+        self.signatures = MetadataCache(lambda t: self.metadata(t.model, version=t.version, label=t.label),
+                                        metadata_ttl)
+
+    def metadata(self, model: str, *, version: int | None = None, label: str | None = None,
+                 timeout: float | None = None) -> dict:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def metadata_ttl(self) -> float:
+        return self.signatures.ttl
+
+    @metadata_ttl.setter
+    def metadata_ttl(self, seconds: float) -> None:
+        self.signatures.ttl = seconds
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

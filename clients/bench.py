@@ -70,7 +70,7 @@ def _sender(protocol: str, target: str, model: str, signature: str, label: str |
         import grpc
         from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-        from serving import codec
+        from serving.wire import tensor_proto
 
         channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", -1),
                                                          ("grpc.max_receive_message_length", -1)])
@@ -81,7 +81,7 @@ def _sender(protocol: str, target: str, model: str, signature: str, label: str |
         if label:
             req.model_spec.version_label = label
         for k, v in inputs.items():
-            req.inputs[k].CopyFrom(codec.from_numpy(v, as_content=v.dtype != object))
+            req.inputs[k].CopyFrom(tensor_proto.from_numpy(v, as_content=v.dtype != object))
         return lambda: stub.Predict(req, timeout=60)
     import orjson
     import requests

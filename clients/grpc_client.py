@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import time
 from typing import Any, Mapping, Sequence
 
 import grpc
@@ -13,23 +11,23 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 from tensorflow_serving.config import model_server_config_pb2
 
-from clients.base import ServingClientError, Target, TlsFiles, as_inputs, make_input
-from serving import codec
-from serving.codec import signature_summary
+from clients.base import ClientBase, ServingClientError, Target, TlsFiles, as_inputs, make_input
+from serving.wire import tensor_proto
+from serving.wire.tensor_proto import signature_summary
 
 MAX_MESSAGE = 2**31 - 1  # what TF Serving accepts (builder.SetMaxMessageSize(INT32_MAX))
 _STATE = {0: "UNKNOWN", 10: "START", 20: "LOADING", 30: "AVAILABLE", 40: "UNLOADING", 50: "END"}
 
 
-class GrpcClient:
-    """One channel per client (reuse it); retries with jittered backoff only on UNAVAILABLE."""
+class GrpcClient(ClientBase):
+    """One channel per client (reuse it); the same retry policy and metadata cache as the REST client."""
 
     def __init__(self, target: str = "localhost:8500", *, timeout: float = 30.0, retries: int = 3,
-                 backoff: float = 0.05, tensor_content: bool = True, tls: TlsFiles | None = None):
+                 backoff: float = 0.05, metadata_ttl: float = 10.0, tensor_content: bool = True,
+                 tls: TlsFiles | None = None):
         self.target = target
         self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
+        super().__init__(retries=retries, backoff=backoff, metadata_ttl=metadata_ttl)
         self.tensor_content = tensor_content
         options = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
         if tls is None:
@@ -44,25 +42,15 @@ class GrpcClient:
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     # ------------------------------------------------------------------------------------ plumbing
     def _call(self, method, request, timeout: float | None):
-        attempt = 0
-        while True:
-            try:
-                return method(request, timeout=timeout if timeout is not None else self.timeout)
-            except grpc.RpcError as e:
-                code = e.code()
-                if code == grpc.StatusCode.UNAVAILABLE and attempt < self.retries:
-                    time.sleep(self.backoff * (2**attempt) * (0.5 + random.random()))
-                    attempt += 1
-                    continue
-                raise ServingClientError(code.name, e.details() or "") from None
+        return self.retry.call(lambda: self._call_once(method, request, timeout))
+
+    def _call_once(self, method, request, timeout: float | None):
+        try:
+            return method(request, timeout=timeout if timeout is not None else self.timeout)
+        except grpc.RpcError as e:
+            raise ServingClientError(e.code().name, e.details() or "") from None
 
     @staticmethod
     def _spec(spec, t: Target) -> None:
@@ -78,34 +66,19 @@ class GrpcClient:
                 version: int | None = None, label: str | None = None, timeout: float | None = None,
                 output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
         t = Target(model, version, label, signature)
-        named = as_inputs(inputs, default_name=None if isinstance(inputs, Mapping) else self._only_input(t))
+        named = as_inputs(inputs, default_name=None if isinstance(inputs, Mapping) else self.signatures.only_input(t))
         given = inputs if isinstance(inputs, Mapping) else {next(iter(named)): inputs}
         if any(not isinstance(v, np.ndarray) for v in given.values()):
             # plain Python values take the signature's dtypes, as the REST API does for JSON
-            dtypes = self._input_dtypes(t)
+            dtypes = {a: i["dtype"] for a, i in self.signatures.signature(t)["inputs"].items()}
             named = {k: _cast(v, dtypes[k]) if k in dtypes and not isinstance(given[k], np.ndarray) else v
                      for k, v in named.items()}
         req = predict_pb2.PredictRequest(output_filter=list(output_filter))
         self._spec(req.model_spec, t)
         for k, v in named.items():
-            req.inputs[k].CopyFrom(codec.from_numpy(v, as_content=self.tensor_content and v.dtype != object))
+            req.inputs[k].CopyFrom(tensor_proto.from_numpy(v, as_content=self.tensor_content and v.dtype != object))
         resp = self._call(self._predict.Predict, req, timeout)
-        return {k: codec.to_numpy(v) for k, v in resp.outputs.items()}
-
-    def _input_dtypes(self, t: Target) -> dict[str, str]:
-        key = (t.model, t.signature or "serving_default")
-        cache = self.__dict__.setdefault("_dtype_cache", {})
-        if key not in cache:
-            sigs = self.metadata(t.model, version=t.version, label=t.label)["signature_def"]
-            cache[key] = {a: i["dtype"] for a, i in sigs.get(key[1], {"inputs": {}})["inputs"].items()}
-        return cache[key]
-
-    def _only_input(self, t: Target) -> str:
-        sigs = self.metadata(t.model, version=t.version, label=t.label)["signature_def"]
-        inputs = sigs[t.signature or "serving_default"]["inputs"]
-        if len(inputs) != 1:
-            raise ValueError(f"signature has inputs {sorted(inputs)}: pass a dict")
-        return next(iter(inputs))
+        return {k: tensor_proto.to_numpy(v) for k, v in resp.outputs.items()}
 
     def classify(self, model: str, examples, *, signature: str = "", version: int | None = None,
                  label: str | None = None, context: Mapping | None = None,
@@ -170,5 +143,5 @@ class GrpcClient:
 def _cast(arr: np.ndarray, dtype_name: str) -> np.ndarray:
     from tensorflow.core.framework import types_pb2
 
-    npd = codec.NP_DTYPE.get(types_pb2.DataType.Value(dtype_name))
+    npd = tensor_proto.NP_DTYPE.get(types_pb2.DataType.Value(dtype_name))
     return arr if npd is None or arr.dtype == object else arr.astype(npd)

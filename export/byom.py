@@ -37,7 +37,7 @@ def _signatures(path: Path, tags=("serve",)):
 
 def _generated(dtype: int, shape: list[int]) -> np.ndarray:
     """A small valid input: unknown dims become 1; numbers 0.5 / 1, strings b"a", bools True."""
-    from serving.codec import DT, NP_DTYPE
+    from serving.wire.tensor_proto import DT, NP_DTYPE
 
     dims = [1 if d < 0 else d for d in shape] if shape is not None else [1]
     if dtype == DT.DT_STRING:
@@ -53,7 +53,7 @@ def _shape(ti) -> list[int] | None:
 def sample_inputs(servable, given: dict[str, dict]) -> dict[str, dict[str, np.ndarray]]:
     """Per predict-style signature: the user's sample (JSON lists, cast to the signature's dtypes) or one
     generated from the declared dtypes and shapes."""
-    from serving.codec import DT, NP_DTYPE
+    from serving.wire.tensor_proto import DT, NP_DTYPE
 
     out = {}
     for name, sig in servable.signatures.items():
@@ -101,7 +101,7 @@ def check_and_warmup(path: Path, name: str, given: dict) -> list:
     """Load `path` with the server's loader, run every signature, return the warmup PredictionLogs."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-    from serving.codec import from_numpy
+    from serving.wire.tensor_proto import from_numpy
 
     try:
         servable = _signatures(path)
@@ -193,7 +193,7 @@ def config_with(config_text: str, name: str, base_path: str) -> str:
 
 def describe(path: str | os.PathLike, name: str = "MODEL") -> str:
     """Signatures plus, for each, the REST body and the gRPC call it expects, ready to paste."""
-    from serving.codec import dtype_name
+    from serving.wire.tensor_proto import dtype_name
 
     servable = _signatures(Path(path))
     try:

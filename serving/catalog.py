@@ -5,7 +5,7 @@ such call: tensorflow/serving#795)."""
 from __future__ import annotations
 
 from serving import metrics
-from serving.codec import signature_summary
+from serving.wire.tensor_proto import signature_summary
 from serving.openapi import loaded_signatures
 
 

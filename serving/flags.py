@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
 _CPUS = os.cpu_count() or 1
@@ -133,21 +133,28 @@ FLAGS: tuple[Flag, ...] = (
 _BY_NAME = {f.name: f for f in FLAGS}
 
 
-@dataclass(frozen=True)
-class ServerOptions:
-    """Every tensorflow_model_server flag, by its own name."""
+_PY_TYPE = {"bool": bool, "int32": int, "int64": int, "float": float, "string": str}
 
-    values: dict[str, Any] = field(default_factory=lambda: {f.name: f.default for f in FLAGS})
-    unknown: tuple[str, ...] = ()
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["values"][name]
-        except KeyError:
-            raise AttributeError(name) from None
+def _explicitly_set(self) -> dict[str, Any]:
+    """The flags whose value differs from tensorflow_model_server's default."""
+    return {f.name: getattr(self, f.name) for f in FLAGS if getattr(self, f.name) != f.default}
 
-    def explicitly_set(self) -> dict[str, Any]:
-        return {k: v for k, v in self.values.items() if v != _BY_NAME[k].default}
+
+def _values(self) -> dict[str, Any]:
+    return {f.name: getattr(self, f.name) for f in FLAGS}
+
+
+# One typed field per flag, generated from FLAGS so the table stays the single source: a new flag is a new
+# attribute, with its type and default, and `dataclasses.replace` derives variants (the in-process tests).
+ServerOptions = make_dataclass(
+    "ServerOptions",
+    [(f.name, _PY_TYPE[f.kind], field(default=f.default)) for f in FLAGS]
+    + [("unknown", tuple[str, ...], field(default=()))],
+    frozen=True, slots=True,
+    namespace={"explicitly_set": _explicitly_set, "values": property(_values), "__module__": __name__,
+               "__doc__": "Every tensorflow_model_server flag, by its own name, typed; `unknown`: arguments "
+                          "that are not flags (TF collects them, then refuses to start)."})
 
 
 class FlagError(ValueError):
@@ -196,7 +203,7 @@ def parse_flags(argv: list[str]) -> ServerOptions:
             unknown.append(arg)
             continue
         values[name] = _parse_value(flag, raw if eq else None)
-    return ServerOptions(values=values, unknown=tuple(unknown))
+    return ServerOptions(**values, unknown=tuple(unknown))
 
 
 def usage() -> str:

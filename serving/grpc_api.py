@@ -15,7 +15,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      inference_pb2, model_management_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
-from serving import codec, metrics
+from serving import metrics
+from serving.wire import tensor_proto
 from serving.core import Core, spec_from_proto
 from serving.admission import MemoryBudget, Reservation
 from serving.errors import (Code, InternalError, InvalidArgumentError, PermissionDeniedError, ServingError,
@@ -113,7 +114,7 @@ class ProtoInputs:
         total = 0
         for alias, proto in self._protos.items():
             try:
-                total += codec.decoded_bytes(proto)
+                total += tensor_proto.decoded_bytes(proto)
             except ServingError as e:
                 raise InvalidArgumentError(f"tensor parsing error: {alias} ({e.message})") from e
         if self._held is not None:
@@ -121,7 +122,7 @@ class ProtoInputs:
         inputs = {}
         for alias, proto in self._protos.items():
             try:
-                inputs[alias] = codec.to_numpy(proto)
+                inputs[alias] = tensor_proto.to_numpy(proto)
             except ServingError as e:
                 raise InvalidArgumentError(f"tensor parsing error: {alias} ({e.message})") from e
             except (ValueError, MemoryError) as e:  # whatever numpy refuses is the request's fault
@@ -161,7 +162,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         pred = self.core.predict(spec, ProtoInputs(request.inputs, held), list(request.output_filter))
         resp = predict_pb2.PredictResponse()
         for alias, arr in pred.outputs.items():
-            resp.outputs[alias].CopyFrom(codec.from_numpy(arr, as_content=self.tensor_content))
+            resp.outputs[alias].CopyFrom(tensor_proto.from_numpy(arr, as_content=self.tensor_content))
         _fill_spec(resp.model_spec, spec.name, pred.version, pred.signature_name)
         return resp
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from serving.codec import DT
+from serving.wire.tensor_proto import DT
 
 _INT = {DT.DT_INT8, DT.DT_INT16, DT.DT_INT32, DT.DT_INT64, DT.DT_UINT8, DT.DT_UINT16, DT.DT_UINT32, DT.DT_UINT64}
 _NUM = {DT.DT_FLOAT, DT.DT_DOUBLE, DT.DT_HALF, DT.DT_BFLOAT16}

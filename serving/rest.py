@@ -23,12 +23,15 @@ from urllib.parse import unquote_to_bytes
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from serving import extensions, json_codec, metrics
+from serving import extensions, metrics
 from serving.admission import JSON_EXPANSION
 from serving.config import prometheus_path
 from serving.core import Spec
 from serving.errors import (DeadlineExceededError, InternalError, InvalidArgumentError, ResourceExhaustedError,
                             ServingError, UnavailableError)
+from serving.wire import json_example, json_parse, json_request, json_response
+from serving.wire.json_text import error_json
+from serving.wire.status import CODE_HEADER
 
 log = logging.getLogger("serving.rest")
 
@@ -39,6 +42,7 @@ _GET_RE = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels
 _V1_RE = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 _ORIGIN_RE = re.compile(r"https?://.*", re.IGNORECASE)
 _JSON = (b"content-type", b"application/json")
+_CODE_HEADER = CODE_HEADER.encode()
 _IN_FLIGHT = metrics.IN_FLIGHT.labels("REST")
 _CORS = [(b"access-control-allow-origin", b"*"), (b"access-control-allow-methods", b"POST, GET"),
          (b"access-control-allow-headers", b"Content-Type")]
@@ -84,7 +88,7 @@ class _JsonInputs:
         self.doc, self.signature_name, self.allow_fast, self.fmt = doc, signature_name, allow_fast, None
 
     def __call__(self, sig) -> dict:
-        self.fmt, tensors = json_codec.predict_inputs(self.doc, {a: t.dtype for a, t in sig.inputs.items()},
+        self.fmt, tensors = json_request.predict_inputs(self.doc, {a: t.dtype for a, t in sig.inputs.items()},
                                                       self.signature_name, self.allow_fast)
         return tensors
 
@@ -122,31 +126,31 @@ class RestHandler:
         except _EmptyBodyError as e:
             return 400, b"", model, api, e.code.name
         except ServingError as e:
-            return e.http_status, json_codec.error_json(e.message), model, api, e.code.name
+            return e.http_status, error_json(e.message), model, api, e.code.name
         except Exception as e:  # noqa: BLE001 - a bug answers 500, never kills the server
             log.exception("REST %s %s failed", method, path)
             err = InternalError(f"{type(e).__name__}: {e}")
-            return err.http_status, json_codec.error_json(err.message), model, api, err.code.name
+            return err.http_status, error_json(err.message), model, api, err.code.name
 
     def predict(self, spec: Spec, body: bytes) -> bytes:
-        doc = json_codec.parse(body)
-        spec = replace(spec, signature_name=json_codec.signature_name(doc))
+        doc = json_parse.parse(body)
+        spec = replace(spec, signature_name=json_request.signature_name(doc))
         allow_fast = b"true" not in body and b"false" not in body  # np.asarray would turn bools into numbers
         decoder = _JsonInputs(doc, spec.signature_name, allow_fast)
         pred = self.core.predict(spec, decoder, api="predict")
-        return json_codec.predict_response(pred.outputs, decoder.fmt)
+        return json_response.predict_response(pred.outputs, decoder.fmt)
 
     def classify(self, spec: Spec, body: bytes) -> bytes:
-        doc = json_codec.parse(body)
-        spec = replace(spec, signature_name=json_codec.signature_name(doc))
-        _, result = self.core.classify(spec, json_codec.examples_input(doc, "classify"))
-        return json_codec.classify_response(result)
+        doc = json_parse.parse(body)
+        spec = replace(spec, signature_name=json_request.signature_name(doc))
+        _, result = self.core.classify(spec, json_example.examples_input(doc, "classify"))
+        return json_response.classify_response(result)
 
     def regress(self, spec: Spec, body: bytes) -> bytes:
-        doc = json_codec.parse(body)
-        spec = replace(spec, signature_name=json_codec.signature_name(doc))
-        _, result = self.core.regress(spec, json_codec.examples_input(doc, "regress"))
-        return json_codec.regress_response(result)
+        doc = json_parse.parse(body)
+        spec = replace(spec, signature_name=json_request.signature_name(doc))
+        _, result = self.core.regress(spec, json_example.examples_input(doc, "regress"))
+        return json_response.regress_response(result)
 
     def status(self, spec: Spec) -> bytes:
         resp = self.core.status_proto(spec.name, spec.version)  # a label is ignored, like TF Serving
@@ -321,7 +325,7 @@ class RestApp:
             err = UnavailableError(f"Server is overloaded: {self.inflight} REST requests in flight "
                                    f"(--max_inflight_requests={self.max_inflight}); retry later")
             metrics.request("", "", "REST", err.code.name, None)
-            await self._send(send, err.http_status, json_codec.error_json(err.message), close=unread)
+            await self._send(send, err.http_status, error_json(err.message), close=unread, code=err.code.name)
             return
         self.inflight += 1
         _IN_FLIGHT.inc()
@@ -334,7 +338,7 @@ class RestApp:
             await self._process(send, method, path, body, headers, held)
         except _Refused as r:
             metrics.request("", "", "REST", r.err.code.name, None)
-            await self._send(send, r.err.http_status, json_codec.error_json(r.err.message), close=True)
+            await self._send(send, r.err.http_status, error_json(r.err.message), close=True, code=r.err.code.name)
         finally:
             self.inflight -= 1
             _IN_FLIGHT.dec()
@@ -387,10 +391,10 @@ class RestApp:
                 body = gunzip(body, self.max_body,
                               lambda n: held.grow(n * (1 + JSON_EXPANSION), "A decompressed JSON request body"))
             except ServingError as e:
-                return e.http_status, json_codec.error_json(e.message), "", "", e.code.name
+                return e.http_status, error_json(e.message), "", "", e.code.name
         if deadline is not None and time.monotonic() > deadline:  # the client already has its 504
             err = DeadlineExceededError("Deadline Exceeded")
-            return err.http_status, json_codec.error_json(err.message), "", "", err.code.name
+            return err.http_status, error_json(err.message), "", "", err.code.name
         return self.handler.process(method, path, body)
 
     def _timed_run(self, method: str, path: str, body: bytes, gzipped: bool, held, deadline: float | None):
@@ -411,7 +415,7 @@ class RestApp:
             # Small and recently fast: answering here costs less than the two thread hand-offs of the pool.
             status, out, model, api, code = self._timed_run(method, path, body, gzipped, held, None)
             metrics.request(self.server.core.metric_model_name(model), api, "REST", code, time.perf_counter() - t0)
-            await self._send(send, status, out)
+            await self._send(send, status, out, code=code)
             return
         fut = loop.run_in_executor(self.pool, self._timed_run, method, path, body, gzipped, held, deadline)
         self._running.add(fut)
@@ -422,21 +426,25 @@ class RestApp:
                 status, out, model, api, code = await fut
         except asyncio.TimeoutError:
             err = DeadlineExceededError("Deadline Exceeded")
-            status, out, model, api, code = err.http_status, json_codec.error_json(err.message), "", "", err.code.name
+            status, out, model, api, code = err.http_status, error_json(err.message), "", "", err.code.name
         except asyncio.CancelledError:
             if not self._cut:
                 raise
             err = UnavailableError("Server is shutting down: the request did not finish within the shutdown grace "
                                    "period (--shutdown_grace_period_seconds)")
-            status, out, model, api, code = err.http_status, json_codec.error_json(err.message), "", "", err.code.name
+            status, out, model, api, code = err.http_status, error_json(err.message), "", "", err.code.name
         finally:
             self._running.discard(fut)
         metrics.request(self.server.core.metric_model_name(model), api, "REST", code, time.perf_counter() - t0)
-        await self._send(send, status, out)
+        await self._send(send, status, out, code=code)
 
-    async def _send(self, send, status: int, body: bytes, ctype: bytes | None = _JSON[1], close: bool = False) -> None:
-        """`close`: the request's body was not (fully) read; closing beats reading the rest of it to discard."""
+    async def _send(self, send, status: int, body: bytes, ctype: bytes | None = _JSON[1], close: bool = False,
+                    code: str = "OK") -> None:
+        """`close`: the request's body was not (fully) read; closing beats reading the rest of it to discard.
+        `code`: an error's canonical code, named in a header (several codes share an HTTP status)."""
         headers = [(b"content-length", str(len(body)).encode())]
+        if code != "OK":
+            headers.append((_CODE_HEADER, code.encode()))
         if close:
             headers.append((b"connection", b"close"))
         if ctype is not None:

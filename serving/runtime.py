@@ -20,7 +20,7 @@ import numpy as np
 
 from tensorflow.core.protobuf import config_pb2
 
-from serving.codec import DT, NP_DTYPE, dtype_name, dtype_of
+from serving.wire.tensor_proto import DT, NP_DTYPE, dtype_name, dtype_of
 from serving.errors import InvalidArgumentError, NotFoundError, UnimplementedError, from_tf_exception
 
 log = logging.getLogger("serving.runtime")

@@ -5,7 +5,6 @@ requests before unloading."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field

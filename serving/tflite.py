@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from serving.codec import DT, dtype_of
+from serving.wire.tensor_proto import DT, dtype_of
 from serving.errors import InternalError, InvalidArgumentError, NotFoundError, ServingError
 from serving.runtime import Signature, TensorNameServable
 

@@ -9,7 +9,8 @@ import time
 
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import codec, metrics
+from serving import metrics
+from serving.wire import tensor_proto
 from serving.core import Core, spec_from_proto
 from serving.errors import DataLossError, InvalidArgumentError, ServingError, UnimplementedError
 from serving.runtime import SavedModelServable, tf
@@ -60,7 +61,7 @@ def _replay(core: Core, servable: SavedModelServable, version: int, log) -> None
         return
     if kind == "predict_log":
         req = log.predict_log.request
-        inputs = {k: codec.to_numpy(v) for k, v in req.inputs.items()}
+        inputs = {k: tensor_proto.to_numpy(v) for k, v in req.inputs.items()}
         core.predict_on(servable, version, spec_from_proto(req.model_spec), inputs, list(req.output_filter),
                         api=WARMUP_API)
     elif kind in ("classify_log", "regress_log"):

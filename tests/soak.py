@@ -59,7 +59,7 @@ def main() -> int:
     from export.zoo import build_mlp
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    from serving import codec
+    from serving.wire import tensor_proto
 
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     src = work / "src"
@@ -82,7 +82,7 @@ def main() -> int:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(srv.grpc_target))
         req = predict_pb2.PredictRequest()
         req.model_spec.name = "mlp"
-        req.inputs["x"].CopyFrom(codec.from_numpy(x))
+        req.inputs["x"].CopyFrom(tensor_proto.from_numpy(x))
         while not stop.is_set():
             t0 = time.perf_counter()
             try:

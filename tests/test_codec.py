@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from serving import codec
+from serving.wire import tensor_proto
 from serving.errors import InvalidArgumentError
 
 CASES = [
@@ -39,63 +39,63 @@ def _ids():
 @pytest.mark.parametrize("arr", CASES, ids=_ids())
 @pytest.mark.parametrize("as_content", [False, True])
 def test_round_trip_and_agrees_with_tensorflow(arr, as_content):
-    proto = codec.from_numpy(arr, as_content=as_content)
-    back = codec.to_numpy(proto)
+    proto = tensor_proto.from_numpy(arr, as_content=as_content)
+    back = tensor_proto.to_numpy(proto)
     assert back.dtype == arr.dtype and back.shape == arr.shape
     np.testing.assert_array_equal(back, arr)
     # TensorFlow reads our proto identically ...
     np.testing.assert_array_equal(tf.make_ndarray(proto), arr)
     # ... and we read TensorFlow's proto identically.
-    np.testing.assert_array_equal(codec.to_numpy(tf.make_tensor_proto(arr)), arr)
+    np.testing.assert_array_equal(tensor_proto.to_numpy(tf.make_tensor_proto(arr)), arr)
 
 
 def test_strings_round_trip_and_agree_with_tensorflow():
     arr = np.array([[b"a", b"\x00\xffbin"], ["ünï".encode(), b""]], dtype=object)
-    proto = codec.from_numpy(arr)
+    proto = tensor_proto.from_numpy(arr)
     assert proto.dtype == types_pb2.DT_STRING
-    np.testing.assert_array_equal(codec.to_numpy(proto), arr)
+    np.testing.assert_array_equal(tensor_proto.to_numpy(proto), arr)
     np.testing.assert_array_equal(tf.make_ndarray(proto), arr)
-    np.testing.assert_array_equal(codec.to_numpy(tf.make_tensor_proto(arr)), arr)
-    assert codec.to_numpy(codec.from_numpy(np.array(["x", "y"]))).tolist() == [b"x", b"y"]
+    np.testing.assert_array_equal(tensor_proto.to_numpy(tf.make_tensor_proto(arr)), arr)
+    assert tensor_proto.to_numpy(tensor_proto.from_numpy(np.array(["x", "y"]))).tolist() == [b"x", b"y"]
 
 
 def test_missing_values_repeat_the_last_one_like_tensorflow():
     p = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0, 2.0])
     p.tensor_shape.dim.add().size = 4
-    np.testing.assert_array_equal(codec.to_numpy(p), tf.make_ndarray(p))
-    np.testing.assert_array_equal(codec.to_numpy(p), [1.0, 2.0, 2.0, 2.0])
+    np.testing.assert_array_equal(tensor_proto.to_numpy(p), tf.make_ndarray(p))
+    np.testing.assert_array_equal(tensor_proto.to_numpy(p), [1.0, 2.0, 2.0, 2.0])
     empty = tensor_pb2.TensorProto(dtype=types_pb2.DT_INT32)
     empty.tensor_shape.dim.add().size = 3
-    np.testing.assert_array_equal(codec.to_numpy(empty), [0, 0, 0])
+    np.testing.assert_array_equal(tensor_proto.to_numpy(empty), [0, 0, 0])
 
 
 def test_int_val_truncates_for_narrow_types_like_tensorflow():
     p = tensor_pb2.TensorProto(dtype=types_pb2.DT_UINT8, int_val=[300])
     p.tensor_shape.dim.add().size = 1
-    assert codec.to_numpy(p).tolist() == [44]
+    assert tensor_proto.to_numpy(p).tolist() == [44]
 
 
 def test_bad_tensor_content_length_is_invalid_argument():
     p = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_content=b"\x00" * 6)
     p.tensor_shape.dim.add().size = 2
     with pytest.raises(InvalidArgumentError, match="tensor_content has 6 bytes"):
-        codec.to_numpy(p)
+        tensor_proto.to_numpy(p)
 
 
 def test_negative_dimension_is_invalid_argument():
     p = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT)
     p.tensor_shape.dim.add().size = -2
     with pytest.raises(InvalidArgumentError, match="negative dimension"):
-        codec.to_numpy(p)
+        tensor_proto.to_numpy(p)
 
 
 def test_unknown_dtype_is_invalid_argument():
     p = tensor_pb2.TensorProto(dtype=types_pb2.DT_RESOURCE)
     with pytest.raises(InvalidArgumentError, match="unsupported tensor dtype"):
-        codec.to_numpy(p)
+        tensor_proto.to_numpy(p)
 
 
 def test_dtype_names_match_tf_messages():
-    assert codec.dtype_name(types_pb2.DT_FLOAT) == "float"
-    assert codec.dtype_name(types_pb2.DT_INT32) == "int32"
-    assert codec.dtype_name(types_pb2.DT_STRING) == "string"
+    assert tensor_proto.dtype_name(types_pb2.DT_FLOAT) == "float"
+    assert tensor_proto.dtype_name(types_pb2.DT_INT32) == "int32"
+    assert tensor_proto.dtype_name(types_pb2.DT_STRING) == "string"

@@ -18,7 +18,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from tensorflow_serving.config import model_server_config_pb2
 
 from export.zoo import CLASSIFY, REGRESS, ZOO, census_examples
-from serving import codec
+from serving.wire import tensor_proto
 from tests.server_util import ServerProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def predict_request(model: str, inputs: dict, signature: str = "", version=None,
     if label is not None:
         req.model_spec.version_label = label
     for k, v in inputs.items():
-        req.inputs[k].CopyFrom(codec.from_numpy(np.asarray(v)))
+        req.inputs[k].CopyFrom(tensor_proto.from_numpy(np.asarray(v)))
     return req
 
 
@@ -92,7 +92,7 @@ def test_every_demo_signature_matches_in_process_results(stubs, zoo):
             resp = predict.Predict(predict_request(name, sample, sig, version=1))
             assert set(resp.outputs) == set(expected)
             for k, v in expected.items():
-                got = codec.to_numpy(resp.outputs[k])
+                got = tensor_proto.to_numpy(resp.outputs[k])
                 assert got.dtype == v.dtype and got.shape == v.shape
                 np.testing.assert_allclose(got, v, rtol=rtol) if v.dtype != object else \
                     np.testing.assert_array_equal(got, v)
@@ -103,7 +103,7 @@ def test_default_signature_and_latest_version(stubs):
     predict, _ = stubs
     resp = predict.Predict(predict_request("mlp", {"x": np.ones((2, 10), np.float32)}))
     assert resp.model_spec.signature_name == "serving_default" and resp.model_spec.version.value == 2
-    assert codec.to_numpy(resp.outputs["y"]).shape == (2, 1)
+    assert tensor_proto.to_numpy(resp.outputs["y"]).shape == (2, 1)
 
 
 def test_output_filter(stubs):
@@ -131,7 +131,7 @@ def test_labels_route_to_their_versions(stubs, zoo):
         resp = predict.Predict(predict_request("mlp", {"x": x}, label=label))
         assert resp.model_spec.version.value == version
         ref = trained[key].endpoints["serving_default"].call({"x": x})["y"]
-        np.testing.assert_allclose(codec.to_numpy(resp.outputs["y"]), ref, rtol=1e-5)
+        np.testing.assert_allclose(tensor_proto.to_numpy(resp.outputs["y"]), ref, rtol=1e-5)
 
 
 def test_multi_inference(stubs):
@@ -169,7 +169,7 @@ def test_metadata_lists_signatures(stubs):
         assert {k for k in sdm.signature_def if not k.startswith("__")} == _expected_signatures(name)
         assert resp.model_spec.name == name and resp.model_spec.version.value >= 1
     assert sigdefs["census"]["classify"].method_name == CLASSIFY
-    assert sigdefs["census"]["regress"].inputs["inputs"].dtype == codec.DT.DT_STRING
+    assert sigdefs["census"]["regress"].inputs["inputs"].dtype == tensor_proto.DT.DT_STRING
     req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["other"])
     req.model_spec.name = "mlp"
     assert rpc_error(predict.GetModelMetadata, req).details() == "Metadata field other is not supported"

@@ -12,7 +12,7 @@ import requests
 from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_grpc, regression_pb2
 
 from export.zoo import CLASSIFY, REGRESS, ZOO
-from serving import codec
+from serving.wire import tensor_proto
 from tests.server_util import ServerProcess, wait_for
 from tests.test_grpc_integration import input_proto, predict_request
 
@@ -76,7 +76,7 @@ def test_grpc_and_rest_give_equal_tensors_for_every_demo_signature(demo_server, 
                 assert r.status_code == 200, r.text
                 body = r.json()["outputs" if fmt == "inputs" else "predictions"]
                 for alias, proto in grpc_out.items():
-                    expected = codec.to_numpy(proto)
+                    expected = tensor_proto.to_numpy(proto)
                     if len(grpc_out) == 1:
                         got = body
                     elif fmt == "inputs":
