@@ -94,7 +94,7 @@ class BatchScheduler:
 
     # ------------------------------------------------------------------------------------ submit
     def run(self, servable, sig, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        """Called by the core instead of `servable.run_signature` when batching is on."""
+        """`BatchedServable.run_signature`: queue the request's rows, run them in a batch of `servable`."""
         if not inputs:
             raise InvalidArgumentError("Batching Run() must have at least one input tensor")
         rows = None
@@ -233,3 +233,26 @@ def _pad(arr: np.ndarray, target: tuple[int, ...]) -> np.ndarray:
         out[tuple(slice(0, s) for s in arr.shape)] = arr
         return out
     return np.pad(arr, widths, constant_values=fill)
+
+
+class BatchedServable:
+    """A loaded version whose signature runs go through a BatchScheduler: the runtime knows nothing of
+    batching, the core calls `run_signature` either way. Everything else (signatures, metadata, the
+    by-name `run` that classify/regress use) is the wrapped servable's. `owns` (per-model batching
+    parameters): the scheduler is this version's alone and stops when it unloads."""
+
+    def __init__(self, inner, scheduler: BatchScheduler, *, owns: bool = False):
+        self.inner = inner
+        self.scheduler = scheduler
+        self.owns = owns
+
+    def run_signature(self, sig, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        return self.scheduler.run(self.inner, sig, inputs, outputs)
+
+    def close(self) -> None:
+        if self.owns:
+            self.scheduler.stop()
+        self.inner.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)

@@ -112,10 +112,7 @@ class Core:
             feeds = inputs
         self._check_inputs(sig, feeds)
         t0 = time.perf_counter()
-        if servable.batcher is not None:
-            result = servable.batcher.run(servable, sig, dict(feeds), outputs)
-        else:
-            result = servable.run_signature(sig, dict(feeds), outputs)
+        result = servable.run_signature(sig, dict(feeds), outputs)
         took = time.perf_counter() - t0
         metrics.runtime_latency(spec.name, api, took)
         if api != "warmup":  # replayed warmup records are not traffic

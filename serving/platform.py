@@ -118,7 +118,7 @@ def load_settings(opts: ServerOptions) -> dict[str, LoadSettings]:
 
 class Loader:
     """`(model, version, path) -> servable` for the version manager: picks the model's platform settings,
-    loads SavedModel or TFLite, attaches the batcher, replays warmup. Any failure closes what was opened."""
+    loads SavedModel or TFLite, wraps it in its batch scheduler, replays warmup. Any failure closes what was opened."""
 
     def __init__(self, settings: dict[str, LoadSettings], platform_of: Callable[[str], str],
                  warmup_core: Callable[[], object]):
@@ -144,7 +144,7 @@ class Loader:
             raise
         metrics.load(path, True, time.monotonic() - t0)
         try:
-            self._attach_batcher(servable, platform, s, path)
+            servable = self._with_batching(servable, platform, s, path)
             if s.warmup:
                 from serving.warmup import run_warmup
 
@@ -167,16 +167,19 @@ class Loader:
 
         return SavedModelServable(path, s.tags, session_config=s.session_config)
 
-    def _attach_batcher(self, servable, platform: str, s: LoadSettings, path: str) -> None:
-        """The platform's global scheduler, or with per-model batching the version's own batching_params.pbtxt
-        (no file: the version is not batched), like TF Serving."""
+    def _with_batching(self, servable, platform: str, s: LoadSettings, path: str):
+        """The servable behind the platform's global scheduler, or with per-model batching behind the version's
+        own batching_params.pbtxt (no file: the version is not batched), like TF Serving."""
+        from serving.batching import BatchedServable
+
         if platform in self._shared:
-            servable.batcher = self._shared[platform]
-        elif s.batching is not None:
+            return BatchedServable(servable, self._shared[platform])
+        if s.batching is not None:
             per_model = os.path.join(path, "batching_params.pbtxt")
             if os.path.exists(per_model):
                 from serving.batching import BatchOptions, BatchScheduler
 
                 p = parse_text_file(per_model, BatchingParameters)
-                servable.batcher = BatchScheduler(BatchOptions.from_proto(p, s.batching.num_batch_threads))
-                servable.own_batcher = True
+                return BatchedServable(servable, BatchScheduler(BatchOptions.from_proto(p, s.batching.num_batch_threads)),
+                                       owns=True)
+        return servable

@@ -81,10 +81,7 @@ def check_feed_dtypes(sig: Signature, inputs: dict[str, np.ndarray]) -> list[str
 
 class TensorNameServable:
     """What every runtime shares: the feed type check, and a signature run as a run by tensor names
-    (`run(feeds, fetches)`, provided by the runtime). `batcher` is set when --enable_batching applies."""
-
-    batcher = None
-    own_batcher = False
+    (`run(feeds, fetches)`, provided by the runtime)."""
 
     @staticmethod
     def check_dtypes(sig: Signature, inputs: dict[str, np.ndarray]) -> list[str]:
@@ -133,8 +130,6 @@ class SavedModelServable(TensorNameServable):
             raise
 
     def close(self) -> None:
-        if self.batcher is not None and self.own_batcher:
-            self.batcher.stop()
         self._callables.clear()
         self.session.close()
 

@@ -158,8 +158,6 @@ class TfLiteServable(TensorNameServable):
 
     # ------------------------------------------------------------------------------------ serving
     def close(self) -> None:
-        if self.batcher is not None and self.own_batcher:
-            self.batcher.stop()
         while not self._idle.empty():
             self._idle.get_nowait()
 

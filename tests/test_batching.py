@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import requests
 
-from serving.batching import BatchOptions, BatchScheduler
+from serving.batching import BatchedServable, BatchOptions, BatchScheduler
 from serving.errors import FailedPreconditionError, InvalidArgumentError, UnavailableError
 
 
@@ -50,6 +50,36 @@ def _concurrent(fn, n):
     for t in ts:
         t.join()
     return out, errs
+
+
+def test_batched_servable_wraps_the_runtime():
+    """The runtime knows nothing of batching: the wrapper sends signature runs through the scheduler, passes
+    everything else through, and stops a scheduler it owns when the version unloads."""
+    fake = FakeServable()
+    fake.signatures = {"serving_default": FakeSig}
+    fake.closed = 0
+
+    def close():
+        fake.closed += 1
+
+    fake.close = close
+
+    class CountingScheduler(BatchScheduler):
+        stopped = 0
+
+        def stop(self):
+            CountingScheduler.stopped += 1
+
+    sched = CountingScheduler(BatchOptions(max_batch_size=8, batch_timeout_micros=300_000, num_batch_threads=1))
+    wrapped = BatchedServable(fake, sched, owns=True)
+    assert wrapped.signatures is fake.signatures
+    out, errs = _concurrent(lambda i: wrapped.run_signature(FakeSig, {"x": np.full((2, 1), i, np.float32)}, ["y"]), 3)
+    assert errs == [None] * 3 and [o["y"][0, 0] for o in out] == [0.0, 2.0, 4.0]
+    assert fake.batches == [6]  # one merged run of the three requests
+    wrapped.close()
+    assert fake.closed == 1 and CountingScheduler.stopped == 1
+    BatchedServable(fake, sched).close()  # a shared (global) scheduler outlives the version
+    assert fake.closed == 2 and CountingScheduler.stopped == 1
 
 
 def test_concurrent_requests_are_merged_and_split_back():

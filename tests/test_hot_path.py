@@ -69,7 +69,7 @@ class _Registry:
         if self.resolves > 1:
             sd.inputs["x"].dtype = 9  # int64 in "version 2"
         servable = SimpleNamespace(
-            signatures={"serving_default": Signature("serving_default", sd)}, batcher=None,
+            signatures={"serving_default": Signature("serving_default", sd)},
             run_signature=lambda sig, inputs, outputs: {"y": inputs["x"] * 2})
         yield SimpleNamespace(servable=servable, version=self.resolves)
 
