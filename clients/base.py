@@ -106,9 +106,10 @@ class MetadataCache:
                 self._entries[key] = hit
         return hit[1].get(t.signature or "serving_default", {"method_name": "", "inputs": {}, "outputs": {}})
 
-    def only_input(self, t: Target) -> str:
-        """The name of the signature's single input (a bare array was given)."""
-        inputs = self.signature(t)["inputs"]
+    @staticmethod
+    def only_input(signature: dict) -> str:
+        """The name of a signature's single input (a bare array was given)."""
+        inputs = signature["inputs"]
         if len(inputs) != 1:
             raise ValueError(f"signature has inputs {sorted(inputs)}: pass a dict")
         return next(iter(inputs))

@@ -66,13 +66,17 @@ class GrpcClient(ClientBase):
                 version: int | None = None, label: str | None = None, timeout: float | None = None,
                 output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
         t = Target(model, version, label, signature)
-        named = as_inputs(inputs, default_name=None if isinstance(inputs, Mapping) else self.signatures.only_input(t))
-        given = inputs if isinstance(inputs, Mapping) else {next(iter(named)): inputs}
-        if any(not isinstance(v, np.ndarray) for v in given.values()):
-            # plain Python values take the signature's dtypes, as the REST API does for JSON
-            dtypes = {a: i["dtype"] for a, i in self.signatures.signature(t)["inputs"].items()}
-            named = {k: _cast(v, dtypes[k]) if k in dtypes and not isinstance(given[k], np.ndarray) else v
-                     for k, v in named.items()}
+        bare = not isinstance(inputs, Mapping)
+        given = {None: inputs} if bare else inputs
+        # a bare array needs the input's name, plain Python values the signature's dtypes (as JSON gets over
+        # REST): one signature lookup, from the shared metadata cache
+        sig = self.signatures.signature(t) if bare or any(not isinstance(v, np.ndarray) for v in given.values()) \
+            else None
+        named = as_inputs(inputs, default_name=self.signatures.only_input(sig) if bare else None)
+        if sig is not None:
+            dtypes = {a: i["dtype"] for a, i in sig["inputs"].items()}
+            plain = {k for k, v in zip(named, given.values()) if not isinstance(v, np.ndarray)}
+            named = {k: _cast(v, dtypes[k]) if k in dtypes and k in plain else v for k, v in named.items()}
         req = predict_pb2.PredictRequest(output_filter=list(output_filter))
         self._spec(req.model_spec, t)
         for k, v in named.items():

@@ -62,32 +62,12 @@ def _join(names) -> str:
     return ",".join(sorted(names))
 
 
-class Core:
-    def __init__(self, registry: ModelRegistry, *, method_name_check: bool = False,
-                 budget: MemoryBudget = UNLIMITED):
-        self.registry = registry
+class Inference:
+    """The work on one loaded servable: signature checks, the model call, result building. No lookups, so
+    the loader's warmup replay uses it on a version that is not AVAILABLE yet, and `Core` on resolved ones."""
+
+    def __init__(self, *, method_name_check: bool = False):
         self.method_name_check = method_name_check
-        self.budget = budget  # request memory in flight, shared by every transport
-
-    def metric_model_name(self, name: str) -> str:
-        """The model_name label for a request: names the config does not know share one label, so clients
-        cannot grow /metrics (and the process) by inventing model names."""
-        return name if self.registry.model(name) is not None else ""
-
-    # ------------------------------------------------------------------------------------ lookup
-    @contextmanager
-    def servable(self, spec: Spec) -> Iterator[VersionRecord]:
-        if not spec.name:
-            raise InvalidArgumentError("ModelSpec has no name specified.")
-        versions, version = self.registry.resolve(spec.name, spec.version, spec.label)
-        with versions.acquire(version) as rec:
-            yield rec
-
-    # ------------------------------------------------------------------------------------ predict
-    def predict(self, spec: Spec, inputs: dict[str, np.ndarray] | Decoder,
-                output_filter: Sequence[str] = (), *, api: str = "Predict") -> Prediction:
-        with self.servable(spec) as rec:
-            return self.predict_on(rec.servable, rec.version, spec, inputs, output_filter, api=api)
 
     def predict_on(self, servable: SavedModelServable, version: int, spec: Spec,
                    inputs: dict[str, np.ndarray] | Decoder, output_filter: Sequence[str] = (), *,
@@ -253,16 +233,6 @@ class Core:
         fetch = sorted({sig.outputs[o].name for sig, _, outs in sigs for o in outs})
         return dict(zip(fetch, servable.run(feeds, fetch)))
 
-    def classify(self, spec: Spec, inp: input_pb2.Input) -> tuple[int, classification_pb2.ClassificationResult]:
-        return self._example_api(spec, inp, "classify")
-
-    def regress(self, spec: Spec, inp: input_pb2.Input) -> tuple[int, regression_pb2.RegressionResult]:
-        return self._example_api(spec, inp, "regress")
-
-    def _example_api(self, spec: Spec, inp: input_pb2.Input, kind: str):
-        with self.servable(spec) as rec:
-            return rec.version, self.examples_on(rec.servable, spec, inp, kind)
-
     def examples_on(self, servable: SavedModelServable, spec: Spec, inp: input_pb2.Input, kind: str):
         """Classify ("classify") or regress ("regress") against one given servable."""
         sig = servable.signatures.get(spec.signature)
@@ -276,20 +246,6 @@ class Core:
         out = {o: by_name[sig.outputs[o].name] for o in outs}
         build = self._classification_result if kind == "classify" else self._regression_result
         return build(out, len(examples))
-
-    def multi_inference(self, request: inference_pb2.MultiInferenceRequest) -> inference_pb2.MultiInferenceResponse:
-        tasks = list(request.tasks)
-        if not tasks:
-            raise InvalidArgumentError("Found no tasks in MultiInferenceRequest.")
-        name = ""
-        for t in tasks:
-            if not t.model_spec.name:
-                raise InvalidArgumentError("Found ModelSpec with an empty model name.")
-            if name and t.model_spec.name != name:
-                raise InvalidArgumentError("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
-            name = t.model_spec.name
-        with self.servable(spec_from_proto(tasks[0].model_spec)) as rec:
-            return self.multi_inference_on(rec.servable, rec.version, request)
 
     def multi_inference_on(self, servable: SavedModelServable, version: int,
                            request: inference_pb2.MultiInferenceRequest) -> inference_pb2.MultiInferenceResponse:
@@ -328,6 +284,61 @@ class Core:
             else:
                 res.regression_result.CopyFrom(self._regression_result(out, len(examples)))
         return resp
+
+
+class Core:
+    """What the transports call: resolve the servable a request names (one lookup per request, held until
+    the answer is built), then run the request through `Inference` on it."""
+
+    def __init__(self, registry: ModelRegistry, *, inference: Inference | None = None,
+                 budget: MemoryBudget = UNLIMITED):
+        self.registry = registry
+        self.inference = inference if inference is not None else Inference()
+        self.budget = budget  # request memory in flight, shared by every transport
+
+    def metric_model_name(self, name: str) -> str:
+        """The model_name label for a request: names the config does not know share one label, so clients
+        cannot grow /metrics (and the process) by inventing model names."""
+        return name if self.registry.model(name) is not None else ""
+
+    # ------------------------------------------------------------------------------------ lookup
+    @contextmanager
+    def servable(self, spec: Spec) -> Iterator[VersionRecord]:
+        if not spec.name:
+            raise InvalidArgumentError("ModelSpec has no name specified.")
+        versions, version = self.registry.resolve(spec.name, spec.version, spec.label)
+        with versions.acquire(version) as rec:
+            yield rec
+
+    # ------------------------------------------------------------------------------------ requests
+    def predict(self, spec: Spec, inputs: dict[str, np.ndarray] | Decoder,
+                output_filter: Sequence[str] = (), *, api: str = "Predict") -> Prediction:
+        with self.servable(spec) as rec:
+            return self.inference.predict_on(rec.servable, rec.version, spec, inputs, output_filter, api=api)
+
+    def classify(self, spec: Spec, inp: input_pb2.Input) -> tuple[int, classification_pb2.ClassificationResult]:
+        return self._example_api(spec, inp, "classify")
+
+    def regress(self, spec: Spec, inp: input_pb2.Input) -> tuple[int, regression_pb2.RegressionResult]:
+        return self._example_api(spec, inp, "regress")
+
+    def _example_api(self, spec: Spec, inp: input_pb2.Input, kind: str):
+        with self.servable(spec) as rec:
+            return rec.version, self.inference.examples_on(rec.servable, spec, inp, kind)
+
+    def multi_inference(self, request: inference_pb2.MultiInferenceRequest) -> inference_pb2.MultiInferenceResponse:
+        tasks = list(request.tasks)
+        if not tasks:
+            raise InvalidArgumentError("Found no tasks in MultiInferenceRequest.")
+        name = ""
+        for t in tasks:
+            if not t.model_spec.name:
+                raise InvalidArgumentError("Found ModelSpec with an empty model name.")
+            if name and t.model_spec.name != name:
+                raise InvalidArgumentError("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+            name = t.model_spec.name
+        with self.servable(spec_from_proto(tasks[0].model_spec)) as rec:
+            return self.inference.multi_inference_on(rec.servable, rec.version, request)
 
     # ------------------------------------------------------------------------------------ metadata / status
     def metadata(self, spec: Spec, fields: Sequence[str] = ("signature_def",)) -> tuple[int, dict]:

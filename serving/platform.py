@@ -12,7 +12,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 from serving import metrics
 from serving.config import BatchingParameters, parse_platform_config, parse_text_file
@@ -120,11 +119,9 @@ class Loader:
     """`(model, version, path) -> servable` for the version manager: picks the model's platform settings,
     loads SavedModel or TFLite, wraps it in its batch scheduler, replays warmup. Any failure closes what was opened."""
 
-    def __init__(self, settings: dict[str, LoadSettings], platform_of: Callable[[str], str],
-                 warmup_core: Callable[[], object]):
+    def __init__(self, settings: dict[str, LoadSettings], inference):
         self._settings = settings
-        self._platform_of = platform_of
-        self._warmup_core = warmup_core
+        self._inference = inference  # serving.core.Inference: warmup replays through the request path
         self._shared = {}  # platform -> the global BatchScheduler (not per model)
         for platform, s in settings.items():
             if s.batching is not None and not s.per_model_batching:
@@ -133,8 +130,7 @@ class Loader:
                 self._shared[platform] = BatchScheduler(s.batching)
                 log.info("batching on for platform %s: %s", platform, s.batching)
 
-    def __call__(self, model: str, version: int, path: str):
-        platform = self._platform_of(model)
+    def __call__(self, model: str, version: int, path: str, platform: str = "tensorflow"):
         s = self._settings[platform]
         t0 = time.monotonic()
         try:
@@ -148,7 +144,7 @@ class Loader:
             if s.warmup:
                 from serving.warmup import run_warmup
 
-                n = run_warmup(self._warmup_core(), servable, version, path, s.warmup_iterations)
+                n = run_warmup(self._inference, servable, version, path, s.warmup_iterations)
                 if n:
                     log.info("model %s version %d: replayed %d warmup record(s)", model, version, n)
         except BaseException:

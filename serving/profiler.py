@@ -24,6 +24,8 @@ import time
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from serving.lifecycle import Lifecycle
+
 log = logging.getLogger("serving.profiler")
 
 _F = descriptor_pb2.FieldDescriptorProto
@@ -122,11 +124,11 @@ def _is_empty(xspace: bytes) -> bool:
 class ProfilerServicer:
     """One profiling session at a time per process (TensorFlow's profiler is process-wide)."""
 
-    def __init__(self, messages: dict[str, type], stopping: threading.Event | None = None):
+    def __init__(self, messages: dict[str, type], lifecycle: Lifecycle | None = None):
         self._m = messages
         self._busy = threading.Lock()
         self._terminated: set[str] = set()
-        self._stopping = stopping or threading.Event()
+        self._lifecycle = lifecycle
 
     def Profile(self, request, context):
         from tensorflow.python.profiler.internal import _pywrap_profiler
@@ -145,7 +147,7 @@ class ProfilerServicer:
                 if not context.is_active():
                     session.stop()
                     context.abort(grpc.StatusCode.CANCELLED, "Profiling was cancelled")
-                if request.session_id in self._terminated or self._stopping.is_set():
+                if request.session_id in self._terminated or (self._lifecycle is not None and self._lifecycle.stopping):
                     break
                 time.sleep(min(0.01, max(0.0, end - time.monotonic())))
             session.export_to_tb()  # stops the session and writes the XSpace under `scratch`
@@ -176,10 +178,10 @@ class ProfilerServicer:
         return self._m["TerminateResponse"]()
 
 
-def register(server: grpc.Server, stopping: threading.Event | None = None) -> None:
+def register(server: grpc.Server, lifecycle: Lifecycle | None = None) -> None:
     """Add the service to a gRPC server (before it starts)."""
     m = _declare()
-    servicer = ProfilerServicer(m, stopping)
+    servicer = ProfilerServicer(m, lifecycle)
     server.add_registered_method_handlers(_SERVICE, {
         "Profile": grpc.unary_unary_rpc_method_handler(
             servicer.Profile, request_deserializer=m["ProfileRequest"].FromString,

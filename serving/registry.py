@@ -10,6 +10,7 @@ disappears later only stops polling of its own model; a rejected config is not s
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -116,7 +117,9 @@ class ModelRegistry:
             labels = self._compute_labels(cfg)
             removed = [name for name in self._models if name not in wanted]
             for m in added:
-                self._models[m.name] = ModelVersions(m.name, self._loader, self._load_policy, self._on_event)
+                # the platform is fixed for a model's lifetime (validate() refuses a change), so it is bound here
+                loader = functools.partial(self._loader, platform=m.model_platform or "tensorflow")
+                self._models[m.name] = ModelVersions(m.name, loader, self._load_policy, self._on_event)
             self.config = cfg
             self._labels = labels
             for name in removed:

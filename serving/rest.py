@@ -305,8 +305,7 @@ class RestApp:
             await self._send(send, 200, prometheus_text(), ctype=b"text/plain", close=unread)
             return
         if path in ("/healthz", "/readyz") and method in ("GET", "HEAD"):
-            ready = path == "/healthz" or (self.server.registry.all_models_available()
-                                           and not self.server.stopping)
+            ready = path == "/healthz" or self.server.lifecycle.ready()
             await self._send(send, 200 if ready else 503, b'{"status": "%s"}' % (b"ok" if ready else b"not ready"), close=unread)
             return
         if self.extensions and method in ("GET", "HEAD") and path.startswith(("/api/", "/dashboard")):
@@ -466,8 +465,8 @@ def _reuse_port_socket(host: str, port: int):
     return sock
 
 
-def start_rest(server, monitoring=None) -> None:
-    """Serve the REST API in a background thread; returns once the port accepts connections."""
+def start_rest(server, monitoring=None) -> int:
+    """Serve the REST API in a background thread; returns the port once it accepts connections."""
     import uvicorn
 
     from serving.rest_protocol import guarded_protocol
@@ -501,4 +500,13 @@ def start_rest(server, monitoring=None) -> None:
             t.join(2)
         app.pool.shutdown(wait=False, cancel_futures=True)
 
-    server.stoppers.append(stop)
+    server.lifecycle.on_drain(stop)
+    return _bound_port(userver, opts.rest_api_port)
+
+
+def _bound_port(userver, requested: int) -> int:
+    """The port uvicorn listens on (the requested one, or the kernel's choice for 0)."""
+    for srv in getattr(userver, "servers", []):
+        for sock in getattr(srv, "sockets", []):
+            return sock.getsockname()[1]
+    return requested

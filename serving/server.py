@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from serving import metrics, workers
 from serving.config import ModelServerConfig, MonitoringConfig, SSLConfig, parse_text_file, single_model_config
 from serving.admission import MemoryBudget
-from serving.core import Core
+from serving.core import Core, Inference
 from serving.errors import InvalidArgumentError, ServingError
 from serving.flags import ServerOptions, unsupported_settings
+from serving.lifecycle import Lifecycle
 from serving.platform import Loader, load_settings
 from serving.registry import ModelRegistry
 from serving.versions import LoadPolicy, VersionRecord
@@ -24,24 +24,26 @@ log = logging.getLogger("serving")
 
 @dataclass
 class Server:
+    """A running server: its options, models, core, transports and lifecycle. Built by `build_and_start`."""
+
     options: ServerOptions
     registry: ModelRegistry
     core: Core
+    lifecycle: Lifecycle
     grpc_server: object = None
     grpc_port: int | None = None
+    rest_port: int | None = None
     health: object = None
     control: object = None  # workers.SharedControl with --num_server_processes > 1
-    stoppers: list = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    stopped: threading.Event = field(default_factory=threading.Event)
 
     def update_health(self) -> None:
+        """The gRPC health service follows readiness (a lifecycle listener)."""
         if self.health is None:
             return
         from grpc_health.v1 import health_pb2
 
-        ok = self.registry.all_models_available() and not self._stop.is_set()
-        status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = health_pb2.HealthCheckResponse.SERVING if self.lifecycle.ready() \
+            else health_pb2.HealthCheckResponse.NOT_SERVING
         for svc in ("", "ModelService", "PredictionService", "tensorflow.serving.PredictionService",
                     "tensorflow.serving.ModelService"):
             self.health.set(svc, status)
@@ -50,28 +52,19 @@ class Server:
         """Readiness goes false first; then both transports stop accepting and let in-flight requests
         finish until `grace` s have passed (in parallel); requests still running then are answered
         UNAVAILABLE by their transport; then every version unloads. Bounded by `grace` + a few seconds."""
-        if self._stop.is_set():
-            return
-        deadline = time.monotonic() + grace
-        self._stop.set()
-        self.update_health()
-        waits = [threading.Thread(target=s, args=(grace,), daemon=True) for s in self.stoppers]
-        if self.grpc_server is not None:
-            waits.append(threading.Thread(target=lambda: self.grpc_server.stop(grace).wait(grace + 1), daemon=True))
-        for t in waits:
-            t.start()
-        for t in waits:
-            t.join(max(0.0, deadline - time.monotonic()) + 2)
-        self.registry.stop(max(0.0, deadline - time.monotonic()) + 1)
-        self.stopped.set()
+        self.lifecycle.shutdown(grace, unload=self.registry.stop)
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self.lifecycle.stopping
+
+    @property
+    def stopped(self) -> threading.Event:
+        return self.lifecycle.stopped
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once shutdown has begun."""
-        return self._stop.wait(timeout)
+        return self.lifecycle.wait(timeout)
 
 
 def validate_options(opts: ServerOptions) -> None:
@@ -103,49 +96,15 @@ def load_config(opts: ServerOptions) -> ModelServerConfig:
 def build_and_start(opts: ServerOptions) -> Server:
     """Everything before the ports open can fail with a ServingError: the caller prints
     `Failed to start server. Error: <status>` and exits 255, like tensorflow_model_server."""
-    ignored, fatal = unsupported_settings(opts)
-    if fatal:
-        raise InvalidArgumentError(f"not supported by the embedded server (use the tensorflow/serving image): "
-                                   f"{', '.join(fatal)}")
-    for flag in ignored:
-        log.warning("flag %s is accepted for compatibility but has no effect in the embedded server", flag)
-    validate_options(opts)
+    _check_flags(opts)
     _check_ports(opts)  # before minutes of model loading, not after
     config = load_config(opts)
-    settings = load_settings(opts)
-    monitoring = parse_text_file(opts.monitoring_config_file, MonitoringConfig) \
-        if opts.monitoring_config_file and opts.rest_api_port else None
-    holder: dict[str, Server] = {}
-
-    def platform_of(model: str) -> str:
-        cfg = holder["server"].registry.config
-        for m in cfg.model_config_list.config:
-            if m.name == model:
-                return m.model_platform or "tensorflow"
-        return "tensorflow"
-
-    loader = Loader(settings, platform_of, lambda: holder["server"].core)
-
-    def on_event(model: str, rec: VersionRecord) -> None:
-        metrics.version_state(model, rec.version, int(rec.state))
-        srv = holder.get("server")
-        if srv is not None:
-            srv.update_health()
-
-    interval = opts.load_retry_interval_micros / 1e6
-    registry = ModelRegistry(loader, load_policy=LoadPolicy(max(0, opts.max_num_load_retries), max(0.0, interval)),
-                             poll_seconds=opts.file_system_poll_wait_seconds,
-                             allow_unavailable_labels=opts.allow_version_labels_for_unavailable_models,
-                             on_event=on_event, on_removed=metrics.forget_model, platforms=frozenset(settings))
-    budget = MemoryBudget(opts.request_memory_budget_bytes)
-    server = Server(opts, registry, Core(registry, method_name_check=opts.enable_signature_method_name_check,
-                                         budget=budget))
+    server = build(opts)
     _raise_open_file_limit()
-    holder["server"] = server
     if workers.is_worker():
-        server.control = workers.SharedControl(registry, float(max(0, opts.model_config_reload_wait_seconds)))
-    registry.apply(config)  # blocks until every model's first version is AVAILABLE or failed
-    registry.start_polling()
+        server.control = workers.SharedControl(server.registry, float(max(0, opts.model_config_reload_wait_seconds)))
+    server.registry.apply(config)  # blocks until every model's first version is AVAILABLE or failed
+    server.registry.start_polling()
     _start_config_poller(server)
     _start_grpc(server)
     if opts.rest_api_port:
@@ -155,15 +114,53 @@ def build_and_start(opts: ServerOptions) -> Server:
         else:
             from serving.rest import start_rest
 
-            start_rest(server, monitoring)
-    server.update_health()
-    for name in registry.names():
-        log.info("model %s: AVAILABLE versions %s", name, registry.model(name).available())
+            server.rest_port = start_rest(server, _monitoring(opts))
+    server.lifecycle.serving()
+    for name in server.registry.names():
+        log.info("model %s: AVAILABLE versions %s", name, server.registry.model(name).available())
     if server.control is not None:
-        workers.start_watching(server.control, server._stop)
+        workers.start_watching(server.control, server.lifecycle)
         server.control.ready()
         log.info("worker %d of %d serving", server.control.index, server.control.count)
     return server
+
+
+def build(opts: ServerOptions) -> Server:
+    """The server's parts, wired, with nothing loaded and no port open: the registry loads through the
+    platform loader, whose warmup replays through the same `Inference` the core serves with; version events
+    feed the metrics and the lifecycle's readiness listeners."""
+    settings = load_settings(opts)
+    inference = Inference(method_name_check=opts.enable_signature_method_name_check)
+    interval = opts.load_retry_interval_micros / 1e6
+
+    def on_event(model: str, rec: VersionRecord) -> None:  # only after apply(), when `lifecycle` exists
+        metrics.version_state(model, rec.version, int(rec.state))
+        lifecycle.changed()
+
+    registry = ModelRegistry(Loader(settings, inference),
+                             load_policy=LoadPolicy(max(0, opts.max_num_load_retries), max(0.0, interval)),
+                             poll_seconds=opts.file_system_poll_wait_seconds,
+                             allow_unavailable_labels=opts.allow_version_labels_for_unavailable_models,
+                             on_event=on_event, on_removed=metrics.forget_model, platforms=frozenset(settings))
+    lifecycle = Lifecycle(models_available=registry.all_models_available)
+    core = Core(registry, inference=inference, budget=MemoryBudget(opts.request_memory_budget_bytes))
+    return Server(opts, registry, core, lifecycle)
+
+
+def _check_flags(opts: ServerOptions) -> None:
+    ignored, fatal = unsupported_settings(opts)
+    if fatal:
+        raise InvalidArgumentError(f"not supported by the embedded server (use the tensorflow/serving image): "
+                                   f"{', '.join(fatal)}")
+    for flag in ignored:
+        log.warning("flag %s is accepted for compatibility but has no effect in the embedded server", flag)
+    validate_options(opts)
+
+
+def _monitoring(opts: ServerOptions) -> MonitoringConfig | None:
+    if opts.monitoring_config_file and opts.rest_api_port:
+        return parse_text_file(opts.monitoring_config_file, MonitoringConfig)
+    return None
 
 
 def _start_grpc(server: Server) -> None:
@@ -173,6 +170,7 @@ def _start_grpc(server: Server) -> None:
 
     opts = server.options
     server.health = health.HealthServicer(experimental_non_blocking=True)
+    server.lifecycle.on_change(server.update_health)
     gs = build_server(server.core, server.registry, max_workers=max(1, opts.grpc_max_threads),
                       on_reloaded=server.control.reloaded if server.control is not None else None,
                       reuse_port=server.control is not None,
@@ -186,7 +184,7 @@ def _start_grpc(server: Server) -> None:
     if opts.enable_profiler:
         from serving import profiler
 
-        profiler.register(gs, server._stop)
+        profiler.register(gs, server.lifecycle)
         log.info("Profiler service is enabled")
     creds = server_credentials(opts)
 
@@ -204,6 +202,7 @@ def _start_grpc(server: Server) -> None:
         raise InvalidArgumentError("Failed to BuildAndStart gRPC server")
     gs.start()
     server.grpc_server = gs
+    server.lifecycle.on_drain(lambda grace: gs.stop(grace).wait(grace + 1))
     if opts.port:
         log.info("Running gRPC ModelServer at %s ...", _host_port(opts.grpc_bind_address, server.grpc_port))
     if opts.grpc_socket_path:
@@ -290,7 +289,7 @@ def _start_config_poller(server: Server) -> None:
         return
 
     def loop():
-        while not server._stop.wait(opts.model_config_file_poll_wait_seconds):
+        while not server.lifecycle.wait(opts.model_config_file_poll_wait_seconds):
             try:
                 cfg = parse_text_file(opts.model_config_file, ModelServerConfig)
             except ServingError as e:

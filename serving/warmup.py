@@ -11,7 +11,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from serving import metrics
 from serving.wire import tensor_proto
-from serving.core import Core, spec_from_proto
+from serving.core import Inference, spec_from_proto
 from serving.errors import DataLossError, InvalidArgumentError, ServingError, UnimplementedError
 from serving.runtime import SavedModelServable, tf
 
@@ -29,7 +29,7 @@ def _records(path: str):
         raise DataLossError(f"{e.message}. Please verify your warmup data is in TFRecord format.") from e
 
 
-def run_warmup(core: Core, servable: SavedModelServable, version: int, version_dir: str,
+def run_warmup(inference: Inference, servable: SavedModelServable, version: int, version_dir: str,
                iterations: int = 1) -> int:
     """Replay every record; returns the number of records read (0 when there is no warmup file)."""
     path = os.path.join(version_dir, WARMUP_PATH)
@@ -44,7 +44,7 @@ def run_warmup(core: Core, servable: SavedModelServable, version: int, version_d
             except Exception as e:  # noqa: BLE001 - protobuf's DecodeError
                 raise InvalidArgumentError(f"Failed to parse warmup record: {e} from {path}") from e
             for _ in range(max(1, iterations)):
-                _replay(core, servable, version, log)
+                _replay(inference, servable, version, log)
             n += 1
             if n > MAX_RECORDS:
                 raise InvalidArgumentError(f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}")
@@ -55,20 +55,20 @@ def run_warmup(core: Core, servable: SavedModelServable, version: int, version_d
     return n
 
 
-def _replay(core: Core, servable: SavedModelServable, version: int, log) -> None:
+def _replay(inference: Inference, servable: SavedModelServable, version: int, log) -> None:
     kind = log.WhichOneof("log_type")
     if kind is None:
         return
     if kind == "predict_log":
         req = log.predict_log.request
         inputs = {k: tensor_proto.to_numpy(v) for k, v in req.inputs.items()}
-        core.predict_on(servable, version, spec_from_proto(req.model_spec), inputs, list(req.output_filter),
-                        api=WARMUP_API)
+        inference.predict_on(servable, version, spec_from_proto(req.model_spec), inputs, list(req.output_filter),
+                             api=WARMUP_API)
     elif kind in ("classify_log", "regress_log"):
         req = getattr(log, kind).request
-        core.examples_on(servable, spec_from_proto(req.model_spec), req.input, kind[:-4])
+        inference.examples_on(servable, spec_from_proto(req.model_spec), req.input, kind[:-4])
     elif kind == "multi_inference_log":
-        core.multi_inference_on(servable, version, log.multi_inference_log.request)
+        inference.multi_inference_on(servable, version, log.multi_inference_log.request)
     else:
         num = log.DESCRIPTOR.fields_by_name[kind].number
         raise UnimplementedError(f"Unsupported log_type for warmup: {num}")

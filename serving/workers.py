@@ -30,6 +30,8 @@ import threading
 import time
 from pathlib import Path
 
+from serving.lifecycle import Lifecycle
+
 log = logging.getLogger("serving.workers")
 
 ENV_INDEX = "TFSB_WORKER_INDEX"
@@ -179,7 +181,7 @@ class SharedControl:
                 return late
             time.sleep(0.05)
 
-    def watch(self, stop: threading.Event) -> None:
+    def watch(self, stop: Lifecycle) -> None:
         from serving.config import ModelServerConfig
         from serving.errors import ServingError
 
@@ -201,5 +203,5 @@ class SharedControl:
             self._ack(gen)
 
 
-def start_watching(control: SharedControl, stop: threading.Event) -> None:
+def start_watching(control: SharedControl, stop: Lifecycle) -> None:
     threading.Thread(target=control.watch, args=(stop,), name="control-watch", daemon=True).start()

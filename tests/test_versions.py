@@ -33,7 +33,7 @@ class FakeLoader:
         self.calls: list[int] = []
         self.events: list[str] = []
 
-    def __call__(self, model, version, path):
+    def __call__(self, model, version, path, platform="tensorflow"):
         self.calls.append(version)
         if self.gate is not None:
             self.gate.wait(10)
@@ -315,10 +315,10 @@ def test_reload_of_a_stuck_model_neither_blocks_polling_nor_waits_unbounded(tmp_
     gate = threading.Event()
 
     class Loader(FakeLoader):
-        def __call__(self, model, version, path):
+        def __call__(self, model, version, path, platform="tensorflow"):
             if model == "stuck":
                 gate.wait(30)  # a load that takes "forever"
-            return super().__call__(model, version, path)
+            return super().__call__(model, version, path, platform)
 
     reg = ModelRegistry(Loader(), load_policy=FAST, poll_seconds=0)
     reg.source = FileSystemSource(reg._emit, settle_seconds=0)

@@ -1,0 +1,65 @@
+"""The lifecycle: readiness, shutdown order (readiness false → transports drain in parallel → unload),
+bounded by the grace period, once only."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from serving.lifecycle import Lifecycle, Phase
+
+
+def test_ready_only_while_serving_with_every_model_available():
+    available = [False]
+    lc = Lifecycle(models_available=lambda: available[0])
+    assert lc.phase is Phase.STARTING and not lc.ready()
+    lc.serving()
+    assert not lc.ready()  # a configured model has no AVAILABLE version yet
+    available[0] = True
+    assert lc.ready() and not lc.stopping
+    lc.shutdown(1.0)
+    assert not lc.ready() and lc.stopping and lc.phase is Phase.STOPPED and lc.stopped.is_set()
+
+
+def test_shutdown_order_parallel_drains_then_unload():
+    lc = Lifecycle()
+    lc.serving()
+    events: list[str] = []
+    seen_ready: list[bool] = []
+    lc.on_change(lambda: seen_ready.append(lc.ready()))
+    both_draining = threading.Barrier(2, timeout=5)
+
+    def drain(name):
+        def run(grace):
+            events.append(f"drain {name} ready={lc.ready()}")
+            both_draining.wait()  # fails (BrokenBarrierError) unless the drains run at the same time
+            events.append(f"drained {name}")
+        return run
+
+    lc.on_drain(drain("grpc"))
+    lc.on_drain(drain("rest"))
+    assert lc.shutdown(5.0, unload=lambda left: events.append(f"unload {left > 0}"))
+    assert sorted(events[:2]) == ["drain grpc ready=False", "drain rest ready=False"]
+    assert sorted(events[2:4]) == ["drained grpc", "drained rest"]
+    assert events[4:] == ["unload True"]
+    assert seen_ready == [True, False]  # a listener hears the change before any drain starts
+    assert not lc.shutdown(5.0, unload=lambda left: events.append("again"))  # once only
+    assert "again" not in events
+
+
+def test_a_stuck_drain_cannot_hold_shutdown_past_the_grace_period():
+    lc = Lifecycle()
+    lc.serving()
+    lc.on_drain(lambda grace: time.sleep(60))
+    unloaded = threading.Event()
+    t0 = time.monotonic()
+    lc.shutdown(0.5, unload=lambda left: unloaded.set())
+    took = time.monotonic() - t0
+    assert unloaded.is_set() and took < 10, took  # grace + the fixed slack, not the drain's 60 s
+
+
+def test_wait_returns_once_shutdown_begins():
+    lc = Lifecycle()
+    assert lc.wait(0.01) is False
+    threading.Timer(0.05, lc.shutdown, args=(0.1,)).start()
+    assert lc.wait(5) is True
