@@ -128,8 +128,22 @@ class ModelRegistry:
                 threading.Thread(target=self._remove, args=(name, mv), name=f"unload-{name}", daemon=True).start()
             if self._poll_seconds >= 0 and added:
                 self.source.poll(added)
+                self._await_settling(added)
             waiting = [(m, self._models[m.name]) for m in added]
         self._await(waiting, wait_seconds, reload)
+
+    def _await_settling(self, added: list) -> None:
+        """A model whose versions were all written moments ago (`make export serve`, a test that exports then
+        starts a server) waits here for them to settle (a few polls, bounded by the settle time), instead of
+        the server opening its ports without it and answering NOT_FOUND until the next poll."""
+        deadline = time.monotonic() + self.source.settle_seconds + 1.0
+        interval = max(0.05, min(0.5, self.source.settle_seconds / 4))
+        while True:
+            waiting = [m for m in added if self.source.settling(m.name)]
+            if not waiting or time.monotonic() >= deadline:
+                return
+            time.sleep(interval)
+            self.source.poll(waiting)
 
     def _remove(self, name: str, mv: ModelVersions) -> None:
         mv.stop()

@@ -278,6 +278,15 @@ class FileSystemSource:
         self._admitted: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._warned: set[str] = set()
+        self._settling: set[str] = set()  # models whose only complete versions are still settling
+
+    @property
+    def settle_seconds(self) -> float:
+        return self._settle
+
+    def settling(self, model: str) -> bool:
+        """The model has no loadable version yet, only complete ones written moments ago (still settling)."""
+        return model in self._settling
 
     def _ready_to_load(self, path: str) -> bool:
         try:
@@ -338,6 +347,10 @@ class FileSystemSource:
         for gone in [p for p in self._admitted if p.startswith(prefix) and p not in present]:
             del self._admitted[gone]
         candidates = {v: p for v, p in found.items() if self._ready_to_load(p)}
+        if not candidates and any(p in self._pending for p in found.values()):
+            self._settling.add(model.name)
+        else:
+            self._settling.discard(model.name)
         if not found:
             log.warning("No versions of servable %s found under base path %s. Did you forget to name your "
                         "leaf directory as a number (eg. '/1/')?", model.name, base)

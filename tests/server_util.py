@@ -55,6 +55,9 @@ class ServerProcess:
     def log_text(self) -> str:
         return Path(self._log.name).read_text(errors="replace")
 
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
     def wait_ready(self, timeout: float = 180.0) -> "ServerProcess":
         """Ready = the gRPC port accepts connections, which TF Serving's ordering makes mean 'loaded'."""
         deadline = time.monotonic() + timeout

@@ -164,7 +164,7 @@ def test_live_server_batches_and_reports_it(zoo, tmp_path, demo_server):
     if getattr(demo_server, "external", False):
         pytest.skip("needs its own flags")
     from clients import GrpcClient
-    from tests.server_util import ServerProcess
+    from tests.inprocess import InProcessServer
 
     base, trained = zoo
     params = tmp_path / "batching.config"
@@ -172,7 +172,7 @@ def test_live_server_batches_and_reports_it(zoo, tmp_path, demo_server):
                       "num_batch_threads { value: 1 }\nallowed_batch_sizes: 4\nallowed_batch_sizes: 8\n")
     mon = tmp_path / "monitoring.config"
     mon.write_text('prometheus_config { enable: true path: "/metrics" }')
-    srv = ServerProcess(["--model_name=mlp", f"--model_base_path={base}/mlp", "--enable_batching",
+    srv = InProcessServer(["--model_name=mlp", f"--model_base_path={base}/mlp", "--enable_batching",
                          f"--batching_parameters_file={params}", f"--monitoring_config_file={mon}"]).wait_ready()
     try:
         xs = [np.random.default_rng(i).random((1, 10), dtype=np.float32) for i in range(16)]

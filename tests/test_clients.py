@@ -18,7 +18,8 @@ from clients.ab import ABRouter, parse_weights
 from clients.rollout import read_config, set_labels, promote
 from export.zoo import CLASSIFY, REGRESS, ZOO
 from tests.conftest import REPO, pip_install_target
-from tests.server_util import ServerProcess, wait_for
+from tests.inprocess import InProcessServer, run_command, run_main, run_python
+from tests.server_util import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -173,7 +174,7 @@ def rollout_server(zoo, tmp_path):
     cfg = tmp_path / "models.config"
     cfg.write_text(f'model_config_list {{ config {{ name: "mlp" base_path: "{models}/mlp" model_platform: "tensorflow" '
                    'model_version_policy { specific { versions: 1 } } } }')
-    srv = ServerProcess([f"--model_config_file={cfg}", "--model_config_file_poll_wait_seconds=1"])
+    srv = InProcessServer([f"--model_config_file={cfg}", "--model_config_file_poll_wait_seconds=1"])
     srv.config = cfg
     try:
         yield srv.wait_ready()
@@ -234,10 +235,15 @@ def test_label_on_a_missing_version_is_refused_and_the_config_rolled_back(rollou
     assert latest.returncode != 0 and "Traceback" not in latest.stderr and "LABEL=VERSION" in latest.stderr
 
 
-def _cli(*args, **kw):
+def _cli(*args):
+    """`python -m clients ...` in-process (the in-process tier); `_cli_process` for the entry point itself."""
+    return run_main("clients", list(args), cwd=REPO)
+
+
+def _cli_process(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run([sys.executable, "-m", "clients", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300, **kw)
+                          text=True, timeout=300)
 
 
 def test_cli_json_outputs_parse(demo_server):
@@ -253,7 +259,7 @@ def test_cli_json_outputs_parse(demo_server):
         cl = json.loads(_cli(*proto, "--json", "classify", "census", "--signature", "classify", "--examples",
                              '[{"age": 39.0, "hours_per_week": 40, "education": "Bachelors"}]').stdout)
         assert [c[0] for c in cl[0]] == ["<=50K", ">50K"]
-    err = _cli(*g, "--json", "predict", "nope", "--input", '{"x": [[1.0]]}')
+    err = _cli_process(*g, "--json", "predict", "nope", "--input", '{"x": [[1.0]]}')  # the real entry point
     assert err.returncode == 1 and json.loads(err.stdout)["code"] == "NOT_FOUND"
     ab = _cli(*g, "--json", "ab", "--model", "mlp", "--weights", "stable=50,canary=50", "--requests", "200")
     rep = json.loads(ab.stdout)
@@ -270,10 +276,8 @@ def test_cli_npy_input_and_human_table(demo_server, tmp_path):
 
 def test_bench_reports_percentiles_and_json(demo_server, tmp_path):
     out = tmp_path / "bench.json"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    r = subprocess.run([sys.executable, "-m", "clients.bench", "--target", demo_server.grpc_target, "--model", "mlp",
-                        "--concurrency", "2", "--duration", "2", "--json-out", str(out)], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = run_main("clients.bench", ["--target", demo_server.grpc_target, "--model", "mlp", "--concurrency", "2",
+                                   "--duration", "2", "--json-out", str(out)], cwd=REPO)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
     assert res["errors"] == 0 and res["requests"] > 0 and res["p50_ms"] <= res["p99_ms"]
@@ -304,11 +308,11 @@ def test_readme_client_examples_run_as_written(demo_server):
         else:
             cmd = cmd.replace("python -m clients", f"{sys.executable} -m clients --grpc-target {grpc_target} "
                                                    f"--rest-url http://127.0.0.1:{rest_port}", 1)
-        r = subprocess.run(cmd, shell=True, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        r = run_command(cmd, cwd=REPO, env=env)  # `python -m clients ...` in-process, curl in a shell
         assert r.returncode == 0, f"{cmd}\n{r.stdout[-1000:]}\n{r.stderr[-2000:]}"
     (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
     code = code.replace('"localhost:8500"', f'"{grpc_target}"').replace("localhost:8501", f"127.0.0.1:{rest_port}")
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    r = run_python(code, cwd=REPO)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("NOT_FOUND 404 Servable not found for request: Specific(mlp, 99)") == 2
 
@@ -336,7 +340,7 @@ def test_rest_client_follows_a_version_change_of_output_dtype(tmp_path):
     base = tmp_path / "scale"
     base.mkdir()
     _scale_model(base / "2", tf.int64, 1.0)
-    srv = ServerProcess(["--model_name=scale", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"])
+    srv = InProcessServer(["--model_name=scale", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"])
     try:
         srv.wait_ready()
         rest, grpc_c = RestClient(srv.rest_url), GrpcClient(srv.grpc_target)

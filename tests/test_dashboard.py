@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import requests
 
-from tests.server_util import ServerProcess
+from tests.inprocess import InProcessServer
+
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,7 @@ def ext(zoo, tmp_path_factory):
   config {{ name: "census" base_path: "{base / 'census'}" model_platform: "tensorflow" }}
 }}
 ''')
-    srv = ServerProcess([f"--model_config_file={cfg}", "--allow_version_labels_for_unavailable_models",
+    srv = InProcessServer([f"--model_config_file={cfg}", "--allow_version_labels_for_unavailable_models",
                          "--file_system_poll_wait_seconds=1"])
     try:
         srv.wait_ready()
@@ -144,7 +145,7 @@ def test_model_list_in_one_call(ext):
 
 def test_extensions_can_be_turned_off(zoo):
     base, _ = zoo
-    srv = ServerProcess(["--model_name=linear", f"--model_base_path={base / 'linear'}", "--rest_api_extensions=false"])
+    srv = InProcessServer(["--model_name=linear", f"--model_base_path={base / 'linear'}", "--rest_api_extensions=false"])
     try:
         srv.wait_ready()
         for path in ("/api/models", "/api/openapi.json", "/dashboard/"):

@@ -20,6 +20,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from export.publish import PublishError, clean_stale_tmp, existing_versions, publish, read_warmup, validate
 from export.zoo import ZOO, Endpoint, TrainedModel
 from tests.conftest import REPO, pip_install_target
+from tests.inprocess import InProcessServer
 
 
 def tiny(seed: int = 0) -> TrainedModel:
@@ -269,7 +270,7 @@ def test_make_clean_keeps_published_models(tmp_path):
 def test_publish_your_own_keras_export_and_serve_it(tmp_path):
     """Keras 3 `model.export` output → `python -m export.byom publish` → served, same numbers as Keras."""
     from clients import GrpcClient, RestClient
-    from tests.server_util import ServerProcess
+    
 
     inp = keras.Input((3,), name="features")
     model = keras.Model(inp, keras.layers.Dense(2, name="dense")(inp))
@@ -299,7 +300,7 @@ def test_publish_your_own_keras_export_and_serve_it(tmp_path):
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "published mine version 1" in ok.stdout and 'name: "mine"' in cfg.read_text()
     assert len(read_warmup(tmp_path / "models" / "mine" / "1")) == 2  # serve and serving_default
-    srv = ServerProcess(["--model_name=mine", f"--model_base_path={tmp_path / 'models' / 'mine'}"])
+    srv = InProcessServer(["--model_name=mine", f"--model_base_path={tmp_path / 'models' / 'mine'}"])
     try:
         srv.wait_ready()
         for c in (GrpcClient(srv.grpc_target), RestClient(srv.rest_url)):

@@ -29,6 +29,7 @@ from serving import config as cfgmod
 from serving.errors import InvalidArgumentError, NotFoundError
 from serving.flags import parse_flags
 from tests.conftest import REPO
+from tests.inprocess import InProcessServer, run_main
 from tests.server_util import ServerProcess, free_port, listening_ports, wait_for
 from tests.tflite_models import write_half_plus_two
 
@@ -398,7 +399,7 @@ def secure(zoo, tmp_path_factory):
     cfg = root / "models.config"
     cfg.write_text(_config({"mlp_lite": base / "mlp_lite", "linear": base / "linear"}))
     good = TlsFiles(str(certs["ca.crt"]), str(certs["client.crt"]), str(certs["client.key"]), "localhost")
-    srv = ServerProcess([f"--model_config_file={cfg}", f"--ssl_config_file={ssl}",
+    srv = InProcessServer([f"--model_config_file={cfg}", f"--ssl_config_file={ssl}",
                          f"--platform_config_file={platform}", "--enable_profiler=false"],
                         credentials=good.credentials())
     try:
@@ -439,14 +440,14 @@ def test_mutual_tls_accepts_only_clients_with_a_certificate_from_the_ca(secure):
 
 def test_cli_speaks_tls(secure):
     certs = secure.certs
-    base = [sys.executable, "-m", "clients", "--grpc-target", secure.grpc_target, "--json",
+    base = ["--grpc-target", secure.grpc_target, "--json",
             "--tls-ca", str(certs["ca.crt"]), "--tls-server-name", "localhost"]
     cmd = ["predict", "linear", "--input", '{"x": [[1.0], [2.0]]}']
-    ok = subprocess.run(base + ["--tls-cert", str(certs["client.crt"]), "--tls-key", str(certs["client.key"])] + cmd,
-                        cwd=REPO, capture_output=True, text=True, timeout=120)
+    ok = run_main("clients", base + ["--tls-cert", str(certs["client.crt"]), "--tls-key", str(certs["client.key"])]
+                  + cmd, cwd=REPO)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert '"y"' in ok.stdout
-    no_cert = subprocess.run(base + cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    no_cert = run_main("clients", base + cmd, cwd=REPO)
     assert no_cert.returncode != 0 and "UNAVAILABLE" in no_cert.stdout + no_cert.stderr
 
 

@@ -19,6 +19,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from export.zoo import CLASSIFY, REGRESS, ZOO, census_examples
 from serving.wire import tensor_proto
+from tests.inprocess import InProcessServer
 from tests.server_util import ServerProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -338,7 +339,7 @@ def lifecycle_server(zoo, tmp_path, demo_server):
     model_dir = tmp_path / "models" / "mlp"
     model_dir.mkdir(parents=True)
     shutil.copytree(base / "mlp" / "1", model_dir / "1")
-    srv = ServerProcess(["--model_name=mlp", f"--model_base_path={model_dir}", "--file_system_poll_wait_seconds=1",
+    srv = InProcessServer(["--model_name=mlp", f"--model_base_path={model_dir}", "--file_system_poll_wait_seconds=1",
                          "--max_num_load_retries=1", "--load_retry_interval_micros=100000"], rest=False)
     srv.model_dir = model_dir
     srv.zoo_base = base
@@ -370,7 +371,7 @@ def test_corrupt_and_half_written_versions_leave_serving_untouched(lifecycle_ser
         wait_for(lambda: _status(srv.grpc_target, "mlp").get(5, ("",))[0] == "END", what="corrupt v5 failed")
         state, message = _status(srv.grpc_target, "mlp")[5]
         assert message  # status explains why
-        assert srv.proc.poll() is None
+        assert srv.alive()
         half = srv.model_dir / "6"
         (half / "variables").mkdir(parents=True)
         shutil.copy(srv.zoo_base / "mlp" / "2" / "saved_model.pb", half / "saved_model.pb")
@@ -460,7 +461,7 @@ def test_config_file_poll_reload_swaps_models(zoo, tmp_path):
         tmp.rename(cfg)
 
     write("linear")
-    srv = ServerProcess([f"--model_config_file={cfg}", "--model_config_file_poll_wait_seconds=1"], rest=False)
+    srv = InProcessServer([f"--model_config_file={cfg}", "--model_config_file_poll_wait_seconds=1"], rest=False)
     try:
         srv.wait_ready()
         assert _status(srv.grpc_target, "linear") == {1: ("AVAILABLE", "")}
@@ -474,7 +475,7 @@ def test_config_file_poll_reload_swaps_models(zoo, tmp_path):
                 resp = stub.Predict(predict_request("multi", {"x": np.ones((1, 2), np.float32)}))
                 assert resp.model_spec.version.value == 1
                 threading.Event().wait(1.0)
-        assert srv.proc.poll() is None
+        assert srv.alive()
         assert "Failed to read ModelServerConfig file" in srv.log_text()
     finally:
         srv.stop()

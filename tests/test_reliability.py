@@ -24,6 +24,7 @@ from tensorflow_serving.apis import (model_management_pb2, model_service_pb2_grp
                                      prediction_service_pb2_grpc)
 from tensorflow_serving.config import model_server_config_pb2
 
+from tests.inprocess import InProcessServer
 from tests.server_util import ServerProcess, wait_for
 from tests.test_grpc_integration import Traffic, _copy_version, _status, predict_request
 
@@ -169,7 +170,7 @@ def test_huge_declared_shape_is_refused_without_allocating(demo_server):
 @pytest.fixture
 def limited_server(zoo):
     base, _ = zoo
-    srv = ServerProcess(["--model_name=mlp", f"--model_base_path={base}/mlp", "--max_inflight_requests=2",
+    srv = InProcessServer(["--model_name=mlp", f"--model_base_path={base}/mlp", "--max_inflight_requests=2",
                          "--rest_api_max_request_bytes=100000",
                          "--grpc_channel_arguments=grpc.max_receive_message_length=100000"])
     try:
@@ -281,7 +282,7 @@ def dir_server(zoo, tmp_path):
     (model_dir / "tmp").mkdir()
     (model_dir / "v3").mkdir()
     (model_dir / "README").write_text("not a version")
-    srv = ServerProcess(["--model_name=mlp", f"--model_base_path={model_dir}", "--file_system_poll_wait_seconds=1",
+    srv = InProcessServer(["--model_name=mlp", f"--model_base_path={model_dir}", "--file_system_poll_wait_seconds=1",
                          "--max_num_load_retries=0"], rest=False)
     srv.model_dir, srv.zoo_base = model_dir, base
     try:

@@ -11,8 +11,9 @@ import math
 import pytest
 import requests
 
+from tests.inprocess import InProcessServer
 from tests.rest_models import build_echo, build_half_plus_two
-from tests.server_util import ServerProcess
+
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,7 @@ def rest(tmp_path_factory):
 }}''')
     mon = base / "monitoring.config"
     mon.write_text('prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }')
-    srv = ServerProcess([f"--model_config_file={cfg}", "--allow_version_labels_for_unavailable_models",
+    srv = InProcessServer([f"--model_config_file={cfg}", "--allow_version_labels_for_unavailable_models",
                          f"--monitoring_config_file={mon}", "--rest_api_enable_cors_support"])
     try:
         srv.wait_ready()

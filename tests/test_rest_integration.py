@@ -13,7 +13,8 @@ from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_g
 
 from export.zoo import CLASSIFY, REGRESS, ZOO
 from serving.wire import tensor_proto
-from tests.server_util import ServerProcess, wait_for
+from tests.inprocess import InProcessServer
+from tests.server_util import wait_for
 from tests.test_grpc_integration import input_proto, predict_request
 
 pytestmark = pytest.mark.integration
@@ -135,7 +136,7 @@ def test_readiness_flips_only_after_a_version_loads(zoo, tmp_path, demo_server):
     cfg = tmp_path / "models.config"
     cfg.write_text(f'model_config_list {{ config {{ name: "linear" base_path: "{ready_dir}" model_platform: "tensorflow" }}'
                    f' config {{ name: "late" base_path: "{empty_dir}" model_platform: "tensorflow" }} }}')
-    srv = ServerProcess([f"--model_config_file={cfg}", "--file_system_poll_wait_seconds=1"]).wait_ready()
+    srv = InProcessServer([f"--model_config_file={cfg}", "--file_system_poll_wait_seconds=1"]).wait_ready()
     try:
         assert requests.get(srv.rest_url + "/healthz").status_code == 200
         assert requests.get(srv.rest_url + "/readyz").status_code == 503  # "late" has nothing AVAILABLE
@@ -155,7 +156,7 @@ def test_rest_timeout_answers_504_and_server_survives(zoo, tmp_path, demo_server
     if getattr(demo_server, "external", False):
         pytest.skip("needs its own flags")
     base, _ = zoo
-    srv = ServerProcess(["--model_name=mlp", f"--model_base_path={base}/mlp", "--rest_api_timeout_in_ms=1"])
+    srv = InProcessServer(["--model_name=mlp", f"--model_base_path={base}/mlp", "--rest_api_timeout_in_ms=1"])
     try:
         srv.wait_ready()
         body = {"instances": [[0.5] * 10] * 20000}  # decoding alone takes far longer than 1 ms

@@ -201,6 +201,44 @@ def test_source_waits_for_a_fresh_directory_to_stop_changing(tmp_path):
     assert src2.scan(_model(tmp_path)) == {}
 
 
+def test_start_up_waits_for_versions_written_moments_before(tmp_path):
+    """`make export serve`: a version written just before start-up is loaded before apply() returns (the
+    ports open after it), not skipped as too fresh and answered NOT_FOUND until the next poll."""
+    _version(tmp_path, "1")  # brand new: younger than the settle time
+    reg = _registry()
+    reg.source = FileSystemSource(reg._emit, settle_seconds=2.0)
+    t0 = time.monotonic()
+    reg.apply(_config(tmp_path, policy=""))
+    assert reg.model("m").available() == [1]
+    assert time.monotonic() - t0 < 3.5  # a couple of settle polls, bounded by the settle time
+    assert not reg.source.settling("m")
+
+
+def test_start_up_does_not_wait_for_a_directory_that_keeps_changing(tmp_path):
+    _version(tmp_path, "1")
+    reg = _registry()
+    reg.source = FileSystemSource(reg._emit, settle_seconds=1.0)
+    stop = threading.Event()
+
+    def keep_writing():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            (tmp_path / "1" / "variables" / "variables.data-00000-of-00001").write_bytes(b"x" * i)
+            time.sleep(0.02)
+
+    t = threading.Thread(target=keep_writing, daemon=True)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        reg.apply(_config(tmp_path, policy=""))
+        assert time.monotonic() - t0 < 5  # bounded: start-up goes on, the poller loads it once it settles
+        assert reg.model("m").available() == []
+    finally:
+        stop.set()
+        t.join()
+
+
 def test_source_missing_base_path_returns_none(tmp_path):
     src = FileSystemSource(lambda n, v: None)
     assert src.scan(_model(tmp_path / "gone")) is None
