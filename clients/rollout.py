@@ -66,6 +66,18 @@ def _resolves(client: GrpcClient, model: str, label: str, version: int) -> bool:
         return False
 
 
+def _absent_locally(base_path: str, version: int) -> bool:
+    """True only when the base path is a directory this machine can read (the tool runs next to the server)
+    and holds no directory for `version`; a remote or container path proves nothing, so False."""
+    if "://" in base_path or not os.path.isdir(base_path):
+        return False
+    try:
+        names = os.listdir(base_path)
+    except OSError:
+        return False
+    return not any(n.isdigit() and int(n) == version for n in names)
+
+
 def _await_versions(client: GrpcClient, model: str, versions: list[int], timeout: float, appear: float) -> None:
     """Until every version is AVAILABLE; fails early when one failed to load, or when the server has not even
     found it under the base path after `appear` seconds (it does not exist there)."""
@@ -111,6 +123,11 @@ def set_labels(config_path: str | os.PathLike, client: GrpcClient, model: str, l
             f"version(s) {missing} of {model} are not AVAILABLE, and under its '{policy}' version policy the server "
             f"decides which versions load (AVAILABLE now: {sorted(_available(client, model))}); label an AVAILABLE "
             "version, or switch the model to a 'specific' policy to choose versions")
+    absent = [v for v in missing if _absent_locally(m.base_path, v)]
+    if absent:  # nothing to wait for: the version is not on disk where the server looks
+        raise ServingClientError("NOT_FOUND", f"version {absent[0]} of {model} was not found under the model's base "
+                                 f"path {m.base_path}: publish it first (e.g. python -m export, or copy it to "
+                                 f"<base_path>/{absent[0]}/) (the previous config was restored)")
     try:
         if missing:
             m.model_version_policy.specific.versions.extend(v for v in missing

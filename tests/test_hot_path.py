@@ -14,7 +14,8 @@ from serving import platform
 from serving.admission import MemoryBudget
 from serving.core import Core
 from serving.flags import parse_flags
-from serving.rest import INLINE_MAX_COST_S, RestHandler, _Costs
+from serving.rest import INLINE_MAX_COST_S, _Costs
+from serving.rest_routes import RestHandler
 from serving.runtime import Signature
 
 

@@ -447,7 +447,7 @@ def test_handler_reports_the_error_code_not_just_the_http_status():
     from types import SimpleNamespace
 
     from serving.errors import FailedPreconditionError
-    from serving.rest import RestHandler
+    from serving.rest_routes import RestHandler
 
     class Core:
         def predict(self, spec, inputs, api):
