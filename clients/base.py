@@ -19,6 +19,8 @@ import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import input_pb2
 
+from serving.errors import ServingError
+from serving.wire.spec import Spec
 from serving.wire.status import HTTP_STATUS, Code, code_for_http
 
 T = TypeVar("T")
@@ -88,23 +90,23 @@ class MetadataCache:
     fetched with the client's own `metadata()`. A pinned version never changes; for `latest` and labels an
     entry is re-read after `ttl` seconds, or at once when the caller saw an answer that does not fit it."""
 
-    def __init__(self, fetch: Callable[[Target], dict], ttl: float = 10.0):
+    def __init__(self, fetch: Callable[[Spec], dict], ttl: float = 10.0):
         self._fetch = fetch
         self.ttl = ttl
         self._entries: dict[tuple, tuple[float, dict]] = {}
         self._lock = threading.Lock()
 
-    def signature(self, t: Target, refresh: bool = False) -> dict:
+    def signature(self, t: Spec, refresh: bool = False) -> dict:
         """{"method_name", "inputs", "outputs"} of the signature `t` names (empty maps if it has none)."""
-        key = (t.model, t.version, t.label)
+        key = (t.name, t.version, t.label)
         now = time.monotonic()
         with self._lock:
             hit = self._entries.get(key)
         if refresh or hit is None or (t.version is None and now - hit[0] > self.ttl):
-            hit = (now, self._fetch(Target(t.model, t.version, t.label))["signature_def"])
+            hit = (now, self._fetch(Spec(t.name, t.version, t.label))["signature_def"])
             with self._lock:
                 self._entries[key] = hit
-        return hit[1].get(t.signature or "serving_default", {"method_name": "", "inputs": {}, "outputs": {}})
+        return hit[1].get(t.signature, {"method_name": "", "inputs": {}, "outputs": {}})
 
     @staticmethod
     def only_input(signature: dict) -> str:
@@ -113,20 +115,6 @@ class MetadataCache:
         if len(inputs) != 1:
             raise ValueError(f"signature has inputs {sorted(inputs)}: pass a dict")
         return next(iter(inputs))
-
-
-@dataclass(frozen=True)
-class Target:
-    """Which servable a call addresses: a model, at most one of version/label, and a signature."""
-
-    model: str
-    version: int | None = None
-    label: str | None = None
-    signature: str = ""
-
-    def __post_init__(self):
-        if self.version is not None and self.label is not None:
-            raise ValueError("give a version or a label, not both")
 
 
 def as_inputs(inputs: Mapping[str, Any] | np.ndarray | list, default_name: str | None = None) -> dict[str, np.ndarray]:
@@ -191,8 +179,16 @@ class ClientBase:
 
     def __init__(self, *, retries: int, backoff: float, metadata_ttl: float):
         self.retry = RetryPolicy(retries, backoff)
-        self.signatures = MetadataCache(lambda t: self.metadata(t.model, version=t.version, label=t.label),
+        self.signatures = MetadataCache(lambda t: self.metadata(t.name, version=t.version, label=t.label),
                                         metadata_ttl)
+
+    @staticmethod
+    def _target(model: str, version: int | None = None, label: str | None = None, signature: str = "") -> Spec:
+        """The request's Spec; a version together with a label is refused as the server would refuse it."""
+        try:
+            return Spec(model, version, label, signature)
+        except ServingError as e:
+            raise ServingClientError(e.code.name, e.message) from None
 
     def metadata(self, model: str, *, version: int | None = None, label: str | None = None,
                  timeout: float | None = None) -> dict:

@@ -11,8 +11,9 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 from tensorflow_serving.config import model_server_config_pb2
 
-from clients.base import ClientBase, ServingClientError, Target, TlsFiles, as_inputs, make_input
+from clients.base import ClientBase, ServingClientError, TlsFiles, as_inputs, make_input
 from serving.wire import tensor_proto
+from serving.wire.spec import fill_proto
 from serving.wire.tensor_proto import signature_summary
 
 MAX_MESSAGE = 2**31 - 1  # what TF Serving accepts (builder.SetMaxMessageSize(INT32_MAX))
@@ -52,20 +53,11 @@ class GrpcClient(ClientBase):
         except grpc.RpcError as e:
             raise ServingClientError(e.code().name, e.details() or "") from None
 
-    @staticmethod
-    def _spec(spec, t: Target) -> None:
-        spec.name = t.model
-        spec.signature_name = t.signature
-        if t.version is not None:
-            spec.version.value = t.version
-        elif t.label is not None:
-            spec.version_label = t.label
-
     # ------------------------------------------------------------------------------------ API
     def predict(self, model: str, inputs: Mapping[str, Any] | np.ndarray, *, signature: str = "",
                 version: int | None = None, label: str | None = None, timeout: float | None = None,
                 output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
-        t = Target(model, version, label, signature)
+        t = self._target(model, version, label, signature)
         bare = not isinstance(inputs, Mapping)
         given = {None: inputs} if bare else inputs
         # a bare array needs the input's name, plain Python values the signature's dtypes (as JSON gets over
@@ -78,7 +70,7 @@ class GrpcClient(ClientBase):
             plain = {k for k, v in zip(named, given.values()) if not isinstance(v, np.ndarray)}
             named = {k: _cast(v, dtypes[k]) if k in dtypes and k in plain else v for k, v in named.items()}
         req = predict_pb2.PredictRequest(output_filter=list(output_filter))
-        self._spec(req.model_spec, t)
+        fill_proto(req.model_spec, t)
         for k, v in named.items():
             req.inputs[k].CopyFrom(tensor_proto.from_numpy(v, as_content=self.tensor_content and v.dtype != object))
         resp = self._call(self._predict.Predict, req, timeout)
@@ -88,14 +80,14 @@ class GrpcClient(ClientBase):
                  label: str | None = None, context: Mapping | None = None,
                  timeout: float | None = None) -> list[list[tuple[str, float]]]:
         req = classification_pb2.ClassificationRequest(input=self._input(examples, context))
-        self._spec(req.model_spec, Target(model, version, label, signature))
+        fill_proto(req.model_spec, self._target(model, version, label, signature))
         resp = self._call(self._predict.Classify, req, timeout)
         return [[(c.label, c.score) for c in cl.classes] for cl in resp.result.classifications]
 
     def regress(self, model: str, examples, *, signature: str = "", version: int | None = None,
                 label: str | None = None, context: Mapping | None = None, timeout: float | None = None) -> np.ndarray:
         req = regression_pb2.RegressionRequest(input=self._input(examples, context))
-        self._spec(req.model_spec, Target(model, version, label, signature))
+        fill_proto(req.model_spec, self._target(model, version, label, signature))
         resp = self._call(self._predict.Regress, req, timeout)
         return np.array([r.value for r in resp.result.regressions], np.float32)
 
@@ -105,7 +97,7 @@ class GrpcClient(ClientBase):
         req = inference_pb2.MultiInferenceRequest(input=self._input(examples, None))
         for sig, method in tasks:
             task = req.tasks.add(method_name=f"tensorflow/serving/{method}")
-            self._spec(task.model_spec, Target(model, version, label, sig))
+            fill_proto(task.model_spec, self._target(model, version, label, sig))
         resp = self._call(self._predict.MultiInference, req, timeout)
         out = []
         for r in resp.results:
@@ -124,7 +116,7 @@ class GrpcClient(ClientBase):
     def metadata(self, model: str, *, version: int | None = None, label: str | None = None,
                  timeout: float | None = None) -> dict:
         req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-        self._spec(req.model_spec, Target(model, version, label))
+        fill_proto(req.model_spec, self._target(model, version, label))
         resp = self._call(self._predict.GetModelMetadata, req, timeout)
         sdm = get_model_metadata_pb2.SignatureDefMap()
         resp.metadata["signature_def"].Unpack(sdm)
@@ -133,7 +125,7 @@ class GrpcClient(ClientBase):
 
     def status(self, model: str, *, version: int | None = None, timeout: float | None = None) -> list[dict]:
         req = get_model_status_pb2.GetModelStatusRequest()
-        self._spec(req.model_spec, Target(model, version))
+        fill_proto(req.model_spec, self._target(model, version))
         resp = self._call(self._models.GetModelStatus, req, timeout)
         return [{"version": s.version, "state": _STATE.get(s.state, str(s.state)),
                  "error_code": s.status.error_code, "error_message": s.status.error_message}

@@ -16,11 +16,12 @@ import requests
 from google.protobuf import json_format
 from requests.adapters import HTTPAdapter
 
-from clients.base import ClientBase, ServingClientError, Target, _array, make_example
+from clients.base import ClientBase, ServingClientError, _array, make_example
 from serving.wire import json_parse
 from serving.wire.json_example import example_to_json
 from serving.wire.json_request import to_json_value
 from serving.wire.json_response import fits, from_json_value
+from serving.wire.spec import Spec
 from serving.wire.status import CODE_HEADER
 from serving.wire.tensor_proto import signature_summary
 from tensorflow.core.framework import types_pb2
@@ -47,8 +48,8 @@ class RestClient(ClientBase):
         self.session.close()
 
     # ------------------------------------------------------------------------------------ plumbing
-    def _url(self, t: Target, verb: str | None = None) -> str:
-        url = f"{self.base_url}/v1/models/{t.model}"
+    def _url(self, t: Spec, verb: str | None = None) -> str:
+        url = f"{self.base_url}/v1/models/{t.name}"
         if t.version is not None:
             url += f"/versions/{t.version}"
         elif t.label is not None:
@@ -78,7 +79,7 @@ class RestClient(ClientBase):
             raise ServingClientError.from_http(r.status_code, msg, r.headers.get(CODE_HEADER))
         return doc
 
-    def _output_dtypes(self, t: Target, refresh: bool = False) -> dict[str, int]:
+    def _output_dtypes(self, t: Spec, refresh: bool = False) -> dict[str, int]:
         """Output dtypes of the signature of the version the request names (the shared metadata cache; a
         version change behind `latest` or a label is noticed by `_decode`)."""
         outputs = self.signatures.signature(t, refresh)["outputs"]
@@ -109,7 +110,7 @@ class RestClient(ClientBase):
     def predict(self, model: str, inputs: Mapping[str, Any] | np.ndarray, *, signature: str = "",
                 version: int | None = None, label: str | None = None, timeout: float | None = None,
                 output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
-        t = Target(model, version, label, signature)
+        t = self._target(model, version, label, signature)
         if isinstance(inputs, Mapping):
             named = {k: _array(v) for k, v in inputs.items()}
             payload = {k: to_json_value(v, b64=k.endswith("_bytes")) for k, v in named.items()}
@@ -154,14 +155,14 @@ class RestClient(ClientBase):
     def classify(self, model: str, examples, *, signature: str = "", version: int | None = None,
                  label: str | None = None, context: Mapping | None = None,
                  timeout: float | None = None) -> list[list[tuple[str, float]]]:
-        t = Target(model, version, label, signature)
+        t = self._target(model, version, label, signature)
         doc = self._request("POST", self._url(t, "classify"),
                             orjson.dumps(self._examples_body(examples, context, signature)), timeout)
         return [[(c[0], float(np.float32(c[1]))) for c in row] for row in doc["results"]]
 
     def regress(self, model: str, examples, *, signature: str = "", version: int | None = None,
                 label: str | None = None, context: Mapping | None = None, timeout: float | None = None) -> np.ndarray:
-        t = Target(model, version, label, signature)
+        t = self._target(model, version, label, signature)
         doc = self._request("POST", self._url(t, "regress"),
                             orjson.dumps(self._examples_body(examples, context, signature)), timeout)
         return np.array(doc["results"], np.float32)
@@ -174,14 +175,14 @@ class RestClient(ClientBase):
 
     def metadata(self, model: str, *, version: int | None = None, label: str | None = None,
                  timeout: float | None = None) -> dict:
-        doc = self._request("GET", self._url(Target(model, version, label)) + "/metadata", None, timeout)
+        doc = self._request("GET", self._url(self._target(model, version, label)) + "/metadata", None, timeout)
         sdm = json_format.ParseDict(doc["metadata"]["signature_def"], get_model_metadata_pb2.SignatureDefMap(),
                                     ignore_unknown_fields=True)
         return {"model": doc["model_spec"]["name"], "version": int(doc["model_spec"]["version"]),
                 "signature_def": signature_summary(sdm.signature_def)}
 
     def status(self, model: str, *, version: int | None = None, timeout: float | None = None) -> list[dict]:
-        doc = self._request("GET", self._url(Target(model, version)), None, timeout)
+        doc = self._request("GET", self._url(self._target(model, version)), None, timeout)
         return [{"version": int(s["version"]), "state": s["state"],
                  "error_code": types_pb2_error_code(s["status"]["error_code"]),
                  "error_message": s["status"].get("error_message", "")}

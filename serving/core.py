@@ -24,25 +24,11 @@ from serving.errors import (FailedPreconditionError, InternalError, InvalidArgum
 from serving.registry import ModelRegistry
 from serving.runtime import SavedModelServable, Signature
 from serving.versions import State, VersionRecord
+from serving.wire.spec import DEFAULT_SIGNATURE, Spec, spec_from_proto
 
-DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
-
-
-@dataclass(frozen=True)
-class Spec:
-    """What a request names: model, optional version or label, signature ("" = serving_default)."""
-
-    name: str
-    version: int | None = None
-    label: str | None = None
-    signature_name: str = ""
-
-    @property
-    def signature(self) -> str:
-        return self.signature_name or DEFAULT_SIGNATURE
 
 
 @dataclass(frozen=True)
@@ -371,10 +357,3 @@ class Core:
         elif not records:
             raise NotFoundError(f"Could not find any versions of model {name}")
         return records
-
-
-def spec_from_proto(ms) -> Spec:
-    """ModelSpec proto → Spec (both transports and warmup use it)."""
-    choice = ms.WhichOneof("version_choice")
-    return Spec(ms.name, ms.version.value if choice == "version" else None,
-                ms.version_label if choice == "version_label" else None, ms.signature_name)

@@ -16,12 +16,13 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
 from serving import metrics
-from serving.wire import tensor_proto
-from serving.core import Core, spec_from_proto
 from serving.admission import MemoryBudget, Reservation
+from serving.core import Core
 from serving.errors import (Code, InternalError, InvalidArgumentError, PermissionDeniedError, ServingError,
                             UnavailableError)
 from serving.registry import ModelRegistry
+from serving.wire import tensor_proto
+from serving.wire.spec import spec_from_proto
 
 log = logging.getLogger("serving.grpc")
 

@@ -14,10 +14,10 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from serving import metrics
-from serving.core import Spec
 from serving.errors import InternalError, InvalidArgumentError, ServingError
 from serving.wire import json_example, json_parse, json_request, json_response
 from serving.wire.json_text import error_json
+from serving.wire.spec import Spec
 
 log = logging.getLogger("serving.rest")
 
@@ -88,10 +88,7 @@ class RestHandler:
         model, api = "", ""
         try:
             matched, model, version, label, verb, sub = _parse_model_info(method, path)
-            if version is not None and label is not None:
-                raise InvalidArgumentError(f"Both model version ({version}) and model version label ({label}) "
-                                           "cannot be supplied.")
-            spec = Spec(model, version, label)
+            spec = Spec(model, version, label)  # refuses a version together with a label
             if method == "POST" and matched and verb in ("predict", "classify", "regress"):
                 api = verb
                 out = getattr(self, verb)(spec, body)

@@ -183,3 +183,12 @@ def test_client_and_server_share_one_status_table():
         assert code_for_http(HTTP_STATUS[code], code.name) == code
     assert code_for_http(400) == Code.INVALID_ARGUMENT and code_for_http(429) == Code.RESOURCE_EXHAUSTED
     assert code_for_http(400, "not-a-code") == Code.INVALID_ARGUMENT and code_for_http(418) == Code.UNKNOWN
+
+
+def test_both_clients_refuse_a_version_with_a_label_as_the_server_words_it(fake):
+    client, script = fake
+    with pytest.raises(ServingClientError) as e:
+        client.predict("m", {"x": np.ones((1, 1), np.float32)}, version=1, label="stable")
+    assert (e.value.code, e.value.http_status) == ("INVALID_ARGUMENT", 400)
+    assert e.value.message == "Both model version (1) and model version label (stable) cannot be supplied."
+    assert script.predicts == 0  # refused before anything was sent
