@@ -21,6 +21,8 @@ import threading
 import traceback
 from pathlib import Path
 
+from tests.server_util import Endpoints
+
 REPO = Path(__file__).resolve().parent.parent
 _LOCK = threading.Lock()  # sys.stdout/sys.argv are process-wide: one in-process command at a time
 
@@ -115,7 +117,7 @@ def _stdin(text: str | None):
         sys.stdin = saved
 
 
-class InProcessServer:
+class InProcessServer(Endpoints):
     """`python -m serving <args>` inside the test process: the same flags, start-up order, ports, transports
     and shutdown (`serving.server.build_and_start`, `Server.stop`), without an interpreter and a TensorFlow
     import per server. The interface of `tests.server_util.ServerProcess`, less `proc`: a test that signals
@@ -124,20 +126,13 @@ class InProcessServer:
     Process-wide state is shared with the test process (the Prometheus registry, TensorFlow's op registry):
     tests on metrics compare before/after values, never absolute ones."""
 
-    external = False
-
     def __init__(self, args: list[str], *, rest: bool = True, env: dict[str, str] | None = None,
                  credentials=None):
         import logging
 
-        from tests.server_util import free_port
-
         if env:
             raise ValueError("an in-process server shares the test process's environment: use ServerProcess")
-        self.grpc_port = free_port()
-        self.rest_port = free_port() if rest else None
-        self.credentials = credentials
-        self.args = [f"--port={self.grpc_port}", *([f"--rest_api_port={self.rest_port}"] if rest else []), *args]
+        super().__init__(args, rest, credentials)
         self._log = io.StringIO()
         self._handler = logging.StreamHandler(self._log)
         self._handler.setFormatter(logging.Formatter("%(levelname).1s %(name)s] %(message)s"))
@@ -159,14 +154,6 @@ class InProcessServer:
             self.server = build_and_start(parse_flags(self.args))
         except BaseException as e:  # noqa: BLE001 - reported by wait_ready, like a process's exit
             self.error = e
-
-    @property
-    def grpc_target(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.rest_port}"
 
     def log_text(self) -> str:
         return self._log.getvalue()

@@ -31,18 +31,16 @@ def external_target() -> tuple[str, str] | None:
     return (g, r) if g else None
 
 
-class ServerProcess:
-    def __init__(self, args: list[str], *, rest: bool = True, env: dict[str, str] | None = None,
-                 credentials: grpc.ChannelCredentials | None = None):
-        """`credentials`: how to reach a TLS gRPC port (--ssl_config_file) when waiting for readiness."""
+class Endpoints:
+    """A server under test on free loopback ports: the flags that put it there, and how to reach it."""
+
+    external = False
+
+    def __init__(self, args: list[str], rest: bool, credentials: grpc.ChannelCredentials | None):
         self.grpc_port = free_port()
         self.rest_port = free_port() if rest else None
         self.credentials = credentials
         self.args = [f"--port={self.grpc_port}", *([f"--rest_api_port={self.rest_port}"] if rest else []), *args]
-        self._log = tempfile.NamedTemporaryFile("w+", prefix="serving-", suffix=".log", delete=False)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-        self.proc = subprocess.Popen([sys.executable, "-m", "serving", *self.args], cwd=REPO, env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
 
     @property
     def grpc_target(self) -> str:
@@ -51,6 +49,17 @@ class ServerProcess:
     @property
     def rest_url(self) -> str:
         return f"http://127.0.0.1:{self.rest_port}"
+
+
+class ServerProcess(Endpoints):
+    def __init__(self, args: list[str], *, rest: bool = True, env: dict[str, str] | None = None,
+                 credentials: grpc.ChannelCredentials | None = None):
+        """`credentials`: how to reach a TLS gRPC port (--ssl_config_file) when waiting for readiness."""
+        super().__init__(args, rest, credentials)
+        self._log = tempfile.NamedTemporaryFile("w+", prefix="serving-", suffix=".log", delete=False)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
+        self.proc = subprocess.Popen([sys.executable, "-m", "serving", *self.args], cwd=REPO, env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
 
     def log_text(self) -> str:
         return Path(self._log.name).read_text(errors="replace")
