@@ -9,8 +9,8 @@ import threading
 from dataclasses import dataclass
 
 from serving import metrics, workers
-from serving.config import ModelServerConfig, MonitoringConfig, SSLConfig, parse_text_file, single_model_config
 from serving.admission import MemoryBudget
+from serving.config import ModelServerConfig, MonitoringConfig, SSLConfig, parse_text_file, single_model_config
 from serving.core import Core, Inference
 from serving.errors import InvalidArgumentError, ServingError
 from serving.flags import ServerOptions, unsupported_settings
@@ -99,6 +99,7 @@ def build_and_start(opts: ServerOptions) -> Server:
     _check_flags(opts)
     _check_ports(opts)  # before minutes of model loading, not after
     config = load_config(opts)
+    monitoring = _monitoring(opts)  # every config file is read before minutes of model loading
     server = build(opts)
     _raise_open_file_limit()
     if workers.is_worker():
@@ -114,7 +115,7 @@ def build_and_start(opts: ServerOptions) -> Server:
         else:
             from serving.rest import start_rest
 
-            server.rest_port = start_rest(server, _monitoring(opts))
+            server.rest_port = start_rest(server, monitoring)
     server.lifecycle.serving()
     for name in server.registry.names():
         log.info("model %s: AVAILABLE versions %s", name, server.registry.model(name).available())

@@ -20,7 +20,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from export.publish import PublishError, clean_stale_tmp, existing_versions, publish, read_warmup, validate
 from export.zoo import ZOO, Endpoint, TrainedModel
 from tests.conftest import REPO, pip_install_target
-from tests.inprocess import InProcessServer
+from tests.inprocess import InProcessServer, run_main
 
 
 def tiny(seed: int = 0) -> TrainedModel:
@@ -214,8 +214,9 @@ def test_census_classify_and_regress_agree(zoo):
     np.testing.assert_allclose(cls["scores"].sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_different_seeds_give_different_weights():
-    a = ZOO["linear"](1).endpoints["serving_default"].call({"x": np.array([[1.0]], np.float32)})["y"]
+def test_different_seeds_give_different_weights(zoo):
+    _, trained = zoo  # seed 1, trained once for the session
+    a = trained["linear"].endpoints["serving_default"].call({"x": np.array([[1.0]], np.float32)})["y"]
     b = ZOO["linear"](2).endpoints["serving_default"].call({"x": np.array([[1.0]], np.float32)})["y"]
     assert not np.array_equal(a, b)
 
@@ -270,7 +271,6 @@ def test_make_clean_keeps_published_models(tmp_path):
 def test_publish_your_own_keras_export_and_serve_it(tmp_path):
     """Keras 3 `model.export` output → `python -m export.byom publish` → served, same numbers as Keras."""
     from clients import GrpcClient, RestClient
-    
 
     inp = keras.Input((3,), name="features")
     model = keras.Model(inp, keras.layers.Dense(2, name="dense")(inp))
@@ -278,11 +278,11 @@ def test_publish_your_own_keras_export_and_serve_it(tmp_path):
     x = np.array([[1.0, 2.0, 3.0]], np.float32)
     want = np.asarray(model.predict(x, verbose=0))
 
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "export.byom", *args], cwd=REPO, capture_output=True,
-                              text=True, timeout=300)
+    def cli(*args):  # in-process; the entry point itself runs as a process for `inspect`
+        return run_main("export.byom", list(args), cwd=REPO)
 
-    shown = cli("inspect", str(tmp_path / "export"), "--name", "mine")
+    shown = subprocess.run([sys.executable, "-m", "export.byom", "inspect", str(tmp_path / "export"), "--name",
+                            "mine"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "localhost:8501/v1/models/mine:predict" in shown.stdout and "features" in shown.stdout
     cfg = tmp_path / "models.config"

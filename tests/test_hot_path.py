@@ -64,13 +64,16 @@ class _Registry:
         self.resolves += 1
         return self, None
 
+    def model(self, name):  # the metrics label lookup (not a version resolution)
+        return self
+
     @contextlib.contextmanager
     def acquire(self, version):
         sd = _sigdef()
         if self.resolves > 1:
             sd.inputs["x"].dtype = 9  # int64 in "version 2"
         servable = SimpleNamespace(
-            signatures={"serving_default": Signature("serving_default", sd)},
+            signatures={"serving_default": Signature("serving_default", sd)}, signature_defs={"serving_default": sd},
             run_signature=lambda sig, inputs, outputs: {"y": inputs["x"] * 2})
         yield SimpleNamespace(servable=servable, version=self.resolves)
 
@@ -92,3 +95,31 @@ def test_rest_missing_signature_keeps_tf_servings_rest_wording():
                                        b'{"signature_name": "nope", "instances": [1.0]}')
     assert status == 400
     assert json.loads(body) == {"error": 'Serving signature name: "nope" not found in signature def'}
+
+
+def test_grpc_predict_and_metadata_resolve_the_version_once():
+    """The gRPC transport resolves once too: input names and dtypes are checked and decoded against the
+    version that runs the request, and metadata describes the version it names."""
+    import numpy as np
+    from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
+
+    from serving.grpc_api import PredictionServicer
+    from serving.wire import tensor_proto
+
+    class Context:
+        def abort(self, code, details):
+            raise AssertionError(f"aborted: {code} {details}")
+
+    registry = _Registry()
+    servicer = PredictionServicer(Core(registry, budget=MemoryBudget(0)))
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "m"
+    req.inputs["x"].CopyFrom(tensor_proto.from_numpy(np.array([1.5, 2.5], np.float32)))
+    resp = servicer.Predict(req, Context())
+    assert registry.resolves == 1 and resp.model_spec.version.value == 1
+    np.testing.assert_array_equal(tensor_proto.to_numpy(resp.outputs["y"]), [3.0, 5.0])
+    registry.resolves = 0
+    md = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    md.model_spec.name = "m"
+    servicer.GetModelMetadata(md, Context())
+    assert registry.resolves == 1
