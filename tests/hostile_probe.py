@@ -1,6 +1,8 @@
 """A normal client for the hostile tier, in its own process so the attacker's GIL cannot slow it down:
 `python -m tests.hostile_probe GRPC_TARGET REST_URL X_JSON EXPECTED_JSON` sends a gRPC and a REST predict
-of `linear` every 100 ms until stdin closes, then prints a JSON summary."""
+of `linear` every 100 ms until stdin closes, then prints a JSON summary. It speaks gRPC through the TF-free
+client (client-lite/): starting it costs no TensorFlow import, so every attack gets its probe in well under a
+second."""
 
 from __future__ import annotations
 
@@ -8,28 +10,27 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 
-import grpc
 import numpy as np
 import requests
-from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from tests.test_grpc_integration import predict_request
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "client-lite"))
+from tfsb_client import Client  # noqa: E402 - after the path it lives on
 
 
 def main() -> None:
     target, url, x_json, expected_json = sys.argv[1:5]
     x = np.asarray(json.loads(x_json), np.float32)
     expected = np.asarray(json.loads(expected_json))
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+    client = Client(target, timeout=5)
     session = requests.Session()
     out = {"answered": 0, "slowest": 0.0, "failures": []}
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
 
     def via_grpc():
-        resp = stub.Predict(predict_request("linear", {"x": x}), timeout=5)
-        return np.array(resp.outputs["y"].float_val).reshape(expected.shape)
+        return client.predict("linear", {"x": x})["y"].reshape(expected.shape)
 
     def via_rest():
         r = session.post(url + "/v1/models/linear:predict", json={"instances": x.tolist()}, timeout=5)
