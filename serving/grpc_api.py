@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from concurrent import futures
 import threading
 import time
 from typing import Callable
@@ -60,6 +61,52 @@ def _guarded_deserializer(parse: Callable, budget: MemoryBudget) -> Callable:
         return _Sized(parse(raw), len(raw))
 
     return deserialize
+
+
+class CallExecutor(futures.ThreadPoolExecutor):
+    """The gRPC server's worker pool, counting its unfinished tasks: every unary RPC from its arrival (queued,
+    receiving its message, handled) to its answer. Open health Watch streams hold no task (they run in
+    grpcio's non-blocking mode), so `pending == 0` means only such streams are left."""
+
+    def __init__(self, max_workers: int):
+        super().__init__(max_workers=max_workers, thread_name_prefix="grpc")
+        self._pending = 0
+        self._count_lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def _count(self, n: int) -> None:
+        with self._count_lock:
+            self._pending += n
+
+    def submit(self, fn, /, *args, **kwargs):
+        def task():
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._count(-1)
+
+        self._count(1)
+        try:
+            return super().submit(task)
+        except BaseException:
+            self._count(-1)
+            raise
+
+
+def drain(server: grpc.Server, calls: CallExecutor, grace: float) -> None:
+    """Stop accepting; let in-flight requests finish within `grace`; then cancel what is left. Open health
+    Watch streams (their last message said NOT_SERVING) are cancelled as soon as no request is left, so a
+    watcher cannot hold shutdown for the whole grace period."""
+    done = server.stop(grace)
+    deadline = time.monotonic() + grace
+    while not done.wait(0.05):
+        if calls.pending == 0 or time.monotonic() >= deadline:
+            server.stop(None)  # cancels the remaining calls at once
+            break
+    done.wait(grace + 1)
 
 
 def _rpc(api: str, count: bool = True) -> Callable:
@@ -280,14 +327,13 @@ def _handlers(servicer, methods: dict, budget: MemoryBudget) -> dict[str, grpc.R
 def build_server(core: Core, registry: ModelRegistry, *, max_workers: int, tensor_content: bool,
                  health_servicer=None, extra_options: list[tuple[str, object]] = (),
                  max_inflight: int = 0, reload_api: str = "enabled", reload_wait_s: float = 60.0,
-                 on_reloaded: Callable | None = None, reuse_port: bool = False) -> grpc.Server:
+                 on_reloaded: Callable | None = None, reuse_port: bool = False,
+                 executor: CallExecutor | None = None) -> grpc.Server:
     """Beyond `max_inflight` concurrent RPCs grpcio answers RESOURCE_EXHAUSTED at once (no unbounded queue)."""
-    from concurrent import futures
-
     # --grpc_channel_arguments override the defaults (grpc core would keep the first duplicate)
     options = list({**{"grpc.max_receive_message_length": MAX_MESSAGE, "grpc.max_send_message_length": MAX_MESSAGE,
                        "grpc.so_reuseport": int(reuse_port)}, **dict(extra_options)}.items())
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+    server = grpc.server(executor if executor is not None else CallExecutor(max_workers),
                          options=options,
                          maximum_concurrent_rpcs=max_inflight or None)
     # registered methods: grpc core matches the method name itself instead of asking Python handlers per call

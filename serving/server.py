@@ -167,12 +167,13 @@ def _monitoring(opts: ServerOptions) -> MonitoringConfig | None:
 def _start_grpc(server: Server) -> None:
     from grpc_health.v1 import health
 
-    from serving.grpc_api import build_server, parse_channel_arguments
+    from serving.grpc_api import CallExecutor, build_server, drain, parse_channel_arguments
 
     opts = server.options
     server.health = health.HealthServicer(experimental_non_blocking=True)
     server.lifecycle.on_change(server.update_health)
-    gs = build_server(server.core, server.registry, max_workers=max(1, opts.grpc_max_threads),
+    calls = CallExecutor(max(1, opts.grpc_max_threads))
+    gs = build_server(server.core, server.registry, max_workers=max(1, opts.grpc_max_threads), executor=calls,
                       on_reloaded=server.control.reloaded if server.control is not None else None,
                       reuse_port=server.control is not None,
                       tensor_content=opts.enable_serialization_as_tensor_content,
@@ -203,7 +204,7 @@ def _start_grpc(server: Server) -> None:
         raise InvalidArgumentError("Failed to BuildAndStart gRPC server")
     gs.start()
     server.grpc_server = gs
-    server.lifecycle.on_drain(lambda grace: gs.stop(grace).wait(grace + 1))
+    server.lifecycle.on_drain(lambda grace: drain(gs, calls, grace))
     if opts.port:
         log.info("Running gRPC ModelServer at %s ...", _host_port(opts.grpc_bind_address, server.grpc_port))
     if opts.grpc_socket_path:

@@ -63,3 +63,34 @@ def test_wait_returns_once_shutdown_begins():
     assert lc.wait(0.01) is False
     threading.Timer(0.05, lc.shutdown, args=(0.1,)).start()
     assert lc.wait(5) is True
+
+
+def test_an_open_health_watch_does_not_hold_shutdown_for_the_grace_period(zoo):
+    """Kubernetes-style gRPC health watchers keep a stream open forever: once no request is in flight the
+    drain ends it (after it said NOT_SERVING) instead of waiting out the grace period."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from tests.inprocess import InProcessServer
+
+    base, _ = zoo
+    srv = InProcessServer(["--model_name=linear", f"--model_base_path={base}/linear",
+                           "--enable_grpc_healthcheck_service", "--shutdown_grace_period_seconds=60"],
+                          rest=False).wait_ready()
+    with grpc.insecure_channel(srv.grpc_target) as ch:
+        watch = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(service=""))
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        t0 = time.monotonic()
+        stopper = threading.Thread(target=srv.server.stop, args=(60.0,))
+        stopper.start()
+        statuses = []
+        try:
+            for msg in watch:
+                statuses.append(msg.status)
+        except grpc.RpcError:
+            pass
+        stopper.join(30)
+        took = time.monotonic() - t0
+    assert health_pb2.HealthCheckResponse.NOT_SERVING in statuses
+    assert not stopper.is_alive() and took < 15, took  # not the 60 s grace period
+    srv.stop()
