@@ -22,6 +22,26 @@ def test_defaults_are_tensorflow_model_servers():
     assert o.enable_model_warmup is True and o.enable_batching is False
 
 
+def test_server_options_is_a_typed_frozen_dataclass_generated_from_the_flag_table():
+    import dataclasses
+
+    from serving.flags import FLAGS, ServerOptions
+
+    fields = {f.name: f for f in dataclasses.fields(ServerOptions)}
+    assert set(fields) == {f.name for f in FLAGS} | {"unknown"}
+    kinds = {"bool": bool, "int32": int, "int64": int, "float": float, "string": str}
+    for flag in FLAGS:
+        assert fields[flag.name].type is kinds[flag.kind] and fields[flag.name].default == flag.default
+    o = parse_flags(["--port=9000", "--enable_batching"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.port = 1
+    with pytest.raises(AttributeError):
+        o.no_such_flag  # noqa: B018 - a typo is an error, not a silent default
+    assert dataclasses.replace(o, port=1).port == 1 and o.port == 9000
+    assert o.explicitly_set() == {"port": 9000, "enable_batching": True}
+    assert ServerOptions() == parse_flags([])
+
+
 def test_name_equals_value_and_bool_forms():
     o = parse_flags(["--port=9000", "--enable_batching", "--enable_model_warmup=false", "--model_name=m",
                      "--load_retry_interval_micros=-1", "--per_process_gpu_memory_fraction=0.5"])
