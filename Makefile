@@ -115,10 +115,8 @@ browser-tools: ## Debian's chromium for the dashboard's browser test (the test s
 	    || echo "could not install chromium: the browser test will be skipped"; \
 	  else echo "no apt-get: install chromium to run the browser test"; fi; }
 
-# Two pytest-xdist workers, whole files each (module servers start once); `serial` tests run alone (conftest.py).
-TEST_WORKERS ?= 2
-test: $(STAMP) browser-tools ## run the whole test suite (unit, in-process and process tiers)
-	$(PY) -m pytest -q --ignore=tests/container -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+test: $(STAMP) browser-tools ## run the whole test suite (unit + integration against a real server process)
+	$(PY) -m pytest -q --ignore=tests/container $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## unit tests only
 	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)

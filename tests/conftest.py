@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 from pathlib import Path
 
@@ -51,9 +49,8 @@ def pip_install_target(src, target) -> dict:
     import subprocess
     import sys
 
-    with _file_lock("pip-build", exclusive=True):  # setuptools builds in the source tree: one build at a time
-        r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                            "--target", str(target), str(src)], capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--target", str(target), str(src)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PYTHONPATH=str(target), TF_CPP_MIN_LOG_LEVEL="2", PATH=f"{Path(target) / 'bin'}:{env['PATH']}")
@@ -103,48 +100,3 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
-
-
-# ------------------------------------------------------------------------------------------- parallel runs
-# `make test` runs the suite on two pytest-xdist workers. Tests marked `serial` (the hostile tier, worker
-# processes, SIGTERM draining, memory bounds: they assert latency or RSS) run alone: while one runs, the other
-# worker waits before its next test. Everything else runs two at a time.
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "serial: runs with no other test running at the same time (latency and "
-                                       "memory assertions)")
-
-
-@contextlib.contextmanager
-def _file_lock(name: str, exclusive: bool):
-    """A lock shared by every worker of this test run (and by nothing else)."""
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "single")
-    with open(f"/tmp/tfsb-tests-{run}-{name}.lock", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def _turn(serial: bool):
-    """Readers-writer lock with a turnstile: a serial test queues at the gate, so the other worker's next
-    test waits behind it instead of overtaking it forever."""
-    with _file_lock("gate", exclusive=True):
-        run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "single")
-        fh = open(f"/tmp/tfsb-tests-{run}-tests.lock", "a")
-        fcntl.flock(fh, fcntl.LOCK_EX if serial else fcntl.LOCK_SH)
-    try:
-        yield
-    finally:
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item, nextitem):
-    if "PYTEST_XDIST_WORKER" not in os.environ:
-        return (yield)
-    with _turn(item.get_closest_marker("serial") is not None):
-        return (yield)

@@ -33,7 +33,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from tests.server_util import REPO, ServerProcess, listening, wait_for
 from tests.test_grpc_integration import _status, predict_request
 
-pytestmark = [pytest.mark.integration, pytest.mark.serial]  # latency/RSS assertions: run alone
+pytestmark = pytest.mark.integration
 
 X = np.array([[1.0], [2.0]], np.float32)
 RSS_MARGIN_KB = 512 * 1024

@@ -118,7 +118,6 @@ def test_fuzz_grpc_answers_client_errors(demo_server, model, name, proto):
         assert e.details()
 
 
-@pytest.mark.serial
 def test_server_survives_fuzzing_with_bounded_memory(demo_server):
     if getattr(demo_server, "external", False):
         pytest.skip("needs the server's pid")
@@ -227,7 +226,6 @@ def _in_flight(srv, entrypoint: str) -> float:
     return 0.0
 
 
-@pytest.mark.serial
 def test_sigterm_drains_in_flight_requests_and_exits_zero(zoo, tmp_path):
     base, _ = zoo
     mon = tmp_path / "monitoring.config"

@@ -17,7 +17,7 @@ from clients import GrpcClient
 from serving.config import ModelServerConfig
 from tests.server_util import ServerProcess, listening_ports, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.serial]  # latency/RSS assertions: run alone
+pytestmark = pytest.mark.integration
 
 
 def _children(pid: int) -> list[int]:
