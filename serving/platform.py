@@ -8,6 +8,7 @@ TF Serving: the file's `legacy_config` is the whole story.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -129,6 +130,10 @@ class Loader:
 
                 self._shared[platform] = BatchScheduler(s.batching)
                 log.info("batching on for platform %s: %s", platform, s.batching)
+
+    def for_platform(self, platform: str):
+        """`(model, version, path) -> servable` for the models of one platform (the registry asks per model)."""
+        return functools.partial(self, platform=platform)
 
     def __call__(self, model: str, version: int, path: str, platform: str = "tensorflow"):
         s = self._settings[platform]

@@ -10,7 +10,6 @@ disappears later only stops polling of its own model; a rejected config is not s
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
@@ -117,9 +116,7 @@ class ModelRegistry:
             labels = self._compute_labels(cfg)
             removed = [name for name in self._models if name not in wanted]
             for m in added:
-                # the platform is fixed for a model's lifetime (validate() refuses a change), so it is bound here
-                loader = functools.partial(self._loader, platform=m.model_platform or "tensorflow")
-                self._models[m.name] = ModelVersions(m.name, loader, self._load_policy, self._on_event)
+                self._models[m.name] = ModelVersions(m.name, self._loader_for(m), self._load_policy, self._on_event)
             self.config = cfg
             self._labels = labels
             for name in removed:
@@ -131,6 +128,13 @@ class ModelRegistry:
                 self._await_settling(added)
             waiting = [(m, self._models[m.name]) for m in added]
         self._await(waiting, wait_seconds, reload)
+
+    def _loader_for(self, m) -> Loader:
+        """The loader for one model. A loader with `for_platform` (the server's) is specialised to the model's
+        `model_platform`, fixed for the model's lifetime (validate() refuses a change); any other callable
+        `(model, version, path)` is used as it is."""
+        bind = getattr(self._loader, "for_platform", None)
+        return bind(m.model_platform or "tensorflow") if bind is not None else self._loader
 
     def _await_settling(self, added: list) -> None:
         """A model whose versions were all written moments ago (`make export serve`, a test that exports then

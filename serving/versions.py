@@ -48,9 +48,7 @@ class VersionRecord:
     inflight: int = 0
 
 
-# (model, version, path) -> servable with .close(); raises ServingError. The registry binds `platform=` (the
-# model's model_platform) to the loader it hands each model, so a loader it is given also takes that keyword.
-Loader = Callable[..., Any]
+Loader = Callable[[str, int, str], Any]  # (model, version, path) -> servable with .close(); raises ServingError
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ class FakeLoader:
         self.calls: list[int] = []
         self.events: list[str] = []
 
-    def __call__(self, model, version, path, platform="tensorflow"):
+    def __call__(self, model, version, path):
         self.calls.append(version)
         if self.gate is not None:
             self.gate.wait(10)
@@ -353,10 +353,10 @@ def test_reload_of_a_stuck_model_neither_blocks_polling_nor_waits_unbounded(tmp_
     gate = threading.Event()
 
     class Loader(FakeLoader):
-        def __call__(self, model, version, path, platform="tensorflow"):
+        def __call__(self, model, version, path):
             if model == "stuck":
                 gate.wait(30)  # a load that takes "forever"
-            return super().__call__(model, version, path, platform)
+            return super().__call__(model, version, path)
 
     reg = ModelRegistry(Loader(), load_policy=FAST, poll_seconds=0)
     reg.source = FileSystemSource(reg._emit, settle_seconds=0)
@@ -389,3 +389,25 @@ def test_reload_answers_at_the_first_failed_attempt_while_retries_go_on(tmp_path
     assert time.monotonic() - t0 < 5
     assert reg.model("m").status()[0].state == State.LOADING  # status shows no error while retries remain
     reg.stop(1)
+
+
+def test_registry_specialises_a_platform_aware_loader_per_model(tmp_path):
+    """The server's loader learns each model's `model_platform` from the registry (no lookup back into the
+    server); a plain `(model, version, path)` callable is used as it is."""
+    for name in ("a", "b"):
+        _version(tmp_path / name, "1")
+    seen = []
+
+    class PlatformLoader(FakeLoader):
+        def for_platform(self, platform):
+            return lambda model, version, path: (seen.append((model, platform)), self(model, version, path))[1]
+
+    reg = ModelRegistry(PlatformLoader(), load_policy=FAST, poll_seconds=0,
+                        platforms=frozenset({"tensorflow", "other"}))
+    reg.source = FileSystemSource(reg._emit, settle_seconds=0)
+    cfg = text_format.Parse(f'model_config_list {{ config {{ name: "a" base_path: "{tmp_path / "a"}" '
+                            f'model_platform: "tensorflow" }} config {{ name: "b" base_path: "{tmp_path / "b"}" '
+                            f'model_platform: "other" }} }}', ModelServerConfig())
+    reg.apply(cfg)
+    _wait(lambda: reg.model("a").available() == [1] and reg.model("b").available() == [1])
+    assert sorted(seen) == [("a", "tensorflow"), ("b", "other")]
