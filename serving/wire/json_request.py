@@ -123,8 +123,15 @@ def _np(values: list, dtype: int, shape: tuple[int, ...]) -> np.ndarray:
         return arr.reshape(shape)
     npd = NP_DTYPE[dtype]
     if dtype in (DT.DT_FLOAT, DT.DT_DOUBLE):
-        return np.array(values, dtype=np.float64).astype(npd).reshape(shape)
+        return _as_float(np.array(values, dtype=np.float64), npd).reshape(shape)
     return np.array(values, dtype=np.int64 if dtype != DT.DT_UINT64 else np.uint64).astype(npd).reshape(shape)
+
+
+def _as_float(arr: np.ndarray, npd: np.dtype) -> np.ndarray:
+    """Numbers beyond float32's range become ±inf, as in TF Serving (`FloatTensorThatExceedsMaxReturnsInf`):
+    intended, so numpy's overflow warning is not raised."""
+    with np.errstate(over="ignore"):
+        return arr.astype(npd)
 
 
 def _fast(v: Any, dtype: int, allow_fast: bool) -> np.ndarray | None:
@@ -137,7 +144,7 @@ def _fast(v: Any, dtype: int, allow_fast: bool) -> np.ndarray | None:
         return None
     kind = arr.dtype.kind
     if dtype in (DT.DT_FLOAT, DT.DT_DOUBLE):
-        return arr.astype(NP_DTYPE[dtype]) if kind in "if" else None
+        return _as_float(arr, NP_DTYPE[dtype]) if kind in "if" else None
     if dtype in _INT_RANGES and kind == "i":
         lo, hi = _INT_RANGES[dtype]
         if arr.size and (arr.min() < lo or arr.max() > hi):
