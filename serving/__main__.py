@@ -41,6 +41,25 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s.%(msecs)03d %(levelname).1s %(name)s] %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S")
+    log = logging.getLogger("serving")
+    grace = float(max(0, opts.shutdown_grace_period_seconds))
+    running: list = []  # the server, once started
+
+    def on_signal(signum, _frame):
+        if not running:  # still starting (imports, model loads): no port is open, nothing to drain
+            log.info("signal %d during start-up: exiting before serving", signum)
+            logging.shutdown()
+            os._exit(0)
+        server = running[0]
+        if server.stopping:
+            return
+        log.info("signal %d: draining in-flight requests and shutting down (grace %.0fs)", signum, grace)
+        threading.Thread(target=server.stop, args=(grace,), name="shutdown", daemon=True).start()
+
+    # Installed before start-up: a SIGTERM while models load (a rollout, a supervisor stopping its workers)
+    # ends the process cleanly instead of killing it with the default action.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     from serving.errors import ServingError
     from serving.server import build_and_start
 
@@ -53,17 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.shutdown()
         os._exit(255)
 
-    log = logging.getLogger("serving")
-    grace = float(max(0, opts.shutdown_grace_period_seconds))
-
-    def on_signal(signum, _frame):
-        if server.stopping:
-            return
-        log.info("signal %d: draining in-flight requests and shutting down (grace %.0fs)", signum, grace)
-        threading.Thread(target=server.stop, args=(grace,), name="shutdown", daemon=True).start()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    running.append(server)
     # The kernel may deliver SIGTERM to any thread (gRPC, TF and uvicorn threads are many); Python runs the
     # handler only when the *main* thread next executes bytecode. A bounded wait keeps the main thread
     # coming back, so one SIGTERM is always handled (Kubernetes sends exactly one before SIGKILL).

@@ -101,6 +101,8 @@ def supervise(argv: list[str], n: int) -> int:
                 rc = c.wait()
             except KeyboardInterrupt:
                 rc = c.wait()
+            if rc == -signal.SIGTERM:  # ended by the SIGTERM this supervisor forwarded: a requested stop
+                rc = 0
             code = code or rc
     finally:
         shutil.rmtree(control, ignore_errors=True)

@@ -95,6 +95,17 @@ class ServerProcess(Endpoints):
         return self.proc.returncode
 
 
+def watch_statuses(watch) -> list:
+    """Every status a health Watch stream sends until the server ends it."""
+    statuses = []
+    try:
+        for msg in watch:
+            statuses.append(msg.status)
+    except grpc.RpcError:
+        pass
+    return statuses
+
+
 def wait_for(pred, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:

@@ -72,6 +72,7 @@ def test_an_open_health_watch_does_not_hold_shutdown_for_the_grace_period(zoo):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from tests.inprocess import InProcessServer
+    from tests.server_util import watch_statuses
 
     base, _ = zoo
     srv = InProcessServer(["--model_name=linear", f"--model_base_path={base}/linear",
@@ -83,12 +84,7 @@ def test_an_open_health_watch_does_not_hold_shutdown_for_the_grace_period(zoo):
         t0 = time.monotonic()
         stopper = threading.Thread(target=srv.server.stop, args=(60.0,))
         stopper.start()
-        statuses = []
-        try:
-            for msg in watch:
-                statuses.append(msg.status)
-        except grpc.RpcError:
-            pass
+        statuses = watch_statuses(watch)
         stopper.join(30)
         took = time.monotonic() - t0
     assert health_pb2.HealthCheckResponse.NOT_SERVING in statuses

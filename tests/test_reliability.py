@@ -25,7 +25,7 @@ from tensorflow_serving.apis import (model_management_pb2, model_service_pb2_grp
 from tensorflow_serving.config import model_server_config_pb2
 
 from tests.inprocess import InProcessServer
-from tests.server_util import ServerProcess, wait_for
+from tests.server_util import ServerProcess, wait_for, watch_statuses
 from tests.test_grpc_integration import Traffic, _copy_version, _status, predict_request
 
 pytestmark = pytest.mark.integration
@@ -226,6 +226,20 @@ def _in_flight(srv, entrypoint: str) -> float:
     return 0.0
 
 
+def test_sigterm_during_start_up_exits_cleanly_and_at_once(zoo):
+    """A SIGTERM that arrives while the server is still importing and loading (a rollout that gives up, a
+    supervisor stopping its workers) ends it with status 0 at once, not by the default action (-15)."""
+    base, _ = zoo
+    srv = ServerProcess(["--model_name=mlp", f"--model_base_path={base}/mlp"], rest=False)
+    time.sleep(1.0)  # well inside start-up: TensorFlow's import alone takes longer
+    assert srv.alive(), srv.log_text()[-2000:]
+    t0 = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.proc.wait(30) == 0, srv.log_text()[-2000:]
+    assert time.monotonic() - t0 < 15
+    assert "during start-up: exiting before serving" in srv.log_text()
+
+
 def test_sigterm_drains_in_flight_requests_and_exits_zero(zoo, tmp_path):
     base, _ = zoo
     mon = tmp_path / "monitoring.config"
@@ -256,12 +270,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(zoo, tmp_path):
         t.start()
     wait_for(lambda: _in_flight(srv, "GRPC") >= 4, interval=0.01, what="all four requests in flight")
     srv.proc.send_signal(signal.SIGTERM)
-    statuses = []
-    try:
-        for msg in watch:
-            statuses.append(msg.status)
-    except grpc.RpcError:
-        pass
+    statuses = watch_statuses(watch)
     for t in threads:
         t.join()
     assert srv.proc.wait(60) == 0
