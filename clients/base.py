@@ -25,6 +25,7 @@ from serving.wire.status import HTTP_STATUS, Code, code_for_http
 
 T = TypeVar("T")
 
+
 @dataclass(frozen=True)
 class TlsFiles:
     """PEM files for a TLS gRPC channel (a server started with --ssl_config_file): `ca` verifies the server
@@ -56,8 +57,7 @@ class ServingClientError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-        self.http_status = http_status if http_status is not None else HTTP_STATUS.get(Code[code], 500) \
-            if code in Code.__members__ else 500
+        self.http_status = http_status if http_status is not None else HTTP_STATUS.get(Code.__members__.get(code), 500)
 
     @classmethod
     def from_http(cls, status: int, message: str, code_header: str | None = None) -> "ServingClientError":
@@ -103,7 +103,7 @@ class MetadataCache:
         with self._lock:
             hit = self._entries.get(key)
         if refresh or hit is None or (t.version is None and now - hit[0] > self.ttl):
-            hit = (now, self._fetch(Spec(t.name, t.version, t.label))["signature_def"])
+            hit = (now, self._fetch(t)["signature_def"])
             with self._lock:
                 self._entries[key] = hit
         return hit[1].get(t.signature, {"method_name": "", "inputs": {}, "outputs": {}})

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from concurrent import futures
 import threading
 import time
+from concurrent import futures
 from typing import Callable
 
 import grpc

@@ -118,7 +118,8 @@ def load_settings(opts: ServerOptions) -> dict[str, LoadSettings]:
 
 class Loader:
     """`(model, version, path) -> servable` for the version manager: picks the model's platform settings,
-    loads SavedModel or TFLite, wraps it in its batch scheduler, replays warmup. Any failure closes what was opened."""
+    loads SavedModel or TFLite, wraps it in its batch scheduler, replays warmup. Any failure closes what was
+    opened."""
 
     def __init__(self, settings: dict[str, LoadSettings], inference):
         self._settings = settings
@@ -181,6 +182,6 @@ class Loader:
                 from serving.batching import BatchOptions, BatchScheduler
 
                 p = parse_text_file(per_model, BatchingParameters)
-                return BatchedServable(servable, BatchScheduler(BatchOptions.from_proto(p, s.batching.num_batch_threads)),
-                                       owns=True)
+                scheduler = BatchScheduler(BatchOptions.from_proto(p, s.batching.num_batch_threads))
+                return BatchedServable(servable, scheduler, owns=True)
         return servable

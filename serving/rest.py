@@ -312,8 +312,8 @@ def _reuse_port_socket(host: str, port: int):
     return sock
 
 
-def start_rest(server, monitoring=None) -> int:
-    """Serve the REST API in a background thread; returns the port once it accepts connections."""
+def start_rest(server, monitoring=None) -> None:
+    """Serve the REST API in a background thread; returns once the port accepts connections."""
     import uvicorn
 
     from serving.rest_protocol import guarded_protocol
@@ -348,12 +348,3 @@ def start_rest(server, monitoring=None) -> int:
         app.pool.shutdown(wait=False, cancel_futures=True)
 
     server.lifecycle.on_drain(stop)
-    return _bound_port(userver, opts.rest_api_port)
-
-
-def _bound_port(userver, requested: int) -> int:
-    """The port uvicorn listens on (the requested one, or the kernel's choice for 0)."""
-    for srv in getattr(userver, "servers", []):
-        for sock in getattr(srv, "sockets", []):
-            return sock.getsockname()[1]
-    return requested

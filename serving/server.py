@@ -32,7 +32,6 @@ class Server:
     lifecycle: Lifecycle
     grpc_server: object = None
     grpc_port: int | None = None
-    rest_port: int | None = None
     health: object = None
     control: object = None  # workers.SharedControl with --num_server_processes > 1
 
@@ -115,7 +114,7 @@ def build_and_start(opts: ServerOptions) -> Server:
         else:
             from serving.rest import start_rest
 
-            server.rest_port = start_rest(server, monitoring)
+            start_rest(server, monitoring)
     server.lifecycle.serving()
     for name in server.registry.names():
         log.info("model %s: AVAILABLE versions %s", name, server.registry.model(name).available())

@@ -173,7 +173,7 @@ def test_live_server_batches_and_reports_it(zoo, tmp_path, demo_server):
     mon = tmp_path / "monitoring.config"
     mon.write_text('prometheus_config { enable: true path: "/metrics" }')
     srv = InProcessServer(["--model_name=mlp", f"--model_base_path={base}/mlp", "--enable_batching",
-                         f"--batching_parameters_file={params}", f"--monitoring_config_file={mon}"]).wait_ready()
+                           f"--batching_parameters_file={params}", f"--monitoring_config_file={mon}"]).wait_ready()
     try:
         xs = [np.random.default_rng(i).random((1, 10), dtype=np.float32) for i in range(16)]
         client = GrpcClient(srv.grpc_target)

@@ -39,7 +39,7 @@ def ext(zoo, tmp_path_factory):
 }}
 ''')
     srv = InProcessServer([f"--model_config_file={cfg}", "--allow_version_labels_for_unavailable_models",
-                         "--file_system_poll_wait_seconds=1"])
+                           "--file_system_poll_wait_seconds=1"])
     try:
         srv.wait_ready()
         srv.root = root

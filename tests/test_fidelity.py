@@ -400,7 +400,7 @@ def secure(zoo, tmp_path_factory):
     cfg.write_text(_config({"mlp_lite": base / "mlp_lite", "linear": base / "linear"}))
     good = TlsFiles(str(certs["ca.crt"]), str(certs["client.crt"]), str(certs["client.key"]), "localhost")
     srv = InProcessServer([f"--model_config_file={cfg}", f"--ssl_config_file={ssl}",
-                         f"--platform_config_file={platform}", "--enable_profiler=false"],
+                           f"--platform_config_file={platform}", "--enable_profiler=false"],
                         credentials=good.credentials())
     try:
         srv.wait_ready()

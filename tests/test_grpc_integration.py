@@ -340,7 +340,7 @@ def lifecycle_server(zoo, tmp_path, demo_server):
     model_dir.mkdir(parents=True)
     shutil.copytree(base / "mlp" / "1", model_dir / "1")
     srv = InProcessServer(["--model_name=mlp", f"--model_base_path={model_dir}", "--file_system_poll_wait_seconds=1",
-                         "--max_num_load_retries=1", "--load_retry_interval_micros=100000"], rest=False)
+                           "--max_num_load_retries=1", "--load_retry_interval_micros=100000"], rest=False)
     srv.model_dir = model_dir
     srv.zoo_base = base
     try:

@@ -171,8 +171,8 @@ def test_huge_declared_shape_is_refused_without_allocating(demo_server):
 def limited_server(zoo):
     base, _ = zoo
     srv = InProcessServer(["--model_name=mlp", f"--model_base_path={base}/mlp", "--max_inflight_requests=2",
-                         "--rest_api_max_request_bytes=100000",
-                         "--grpc_channel_arguments=grpc.max_receive_message_length=100000"])
+                           "--rest_api_max_request_bytes=100000",
+                           "--grpc_channel_arguments=grpc.max_receive_message_length=100000"])
     try:
         yield srv.wait_ready()
     finally:
@@ -292,7 +292,7 @@ def dir_server(zoo, tmp_path):
     (model_dir / "v3").mkdir()
     (model_dir / "README").write_text("not a version")
     srv = InProcessServer(["--model_name=mlp", f"--model_base_path={model_dir}", "--file_system_poll_wait_seconds=1",
-                         "--max_num_load_retries=0"], rest=False)
+                           "--max_num_load_retries=0"], rest=False)
     srv.model_dir, srv.zoo_base = model_dir, base
     try:
         yield srv.wait_ready()

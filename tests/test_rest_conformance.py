@@ -35,7 +35,7 @@ def rest(tmp_path_factory):
     mon = base / "monitoring.config"
     mon.write_text('prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }')
     srv = InProcessServer([f"--model_config_file={cfg}", "--allow_version_labels_for_unavailable_models",
-                         f"--monitoring_config_file={mon}", "--rest_api_enable_cors_support"])
+                           f"--monitoring_config_file={mon}", "--rest_api_enable_cors_support"])
     try:
         srv.wait_ready()
         yield srv
