@@ -40,7 +40,7 @@ class ModelRegistry:
         self._models: dict[str, ModelVersions] = {}
         self._labels: dict[str, dict[str, int]] = {}
         self.config: ModelServerConfig | None = None
-        self.source = FileSystemSource(self._emit)
+        self.source = FileSystemSource(self._emit, held=self._held)
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 
@@ -71,6 +71,10 @@ class ModelRegistry:
         return bool(self._models) and all(mv.available() for mv in self._models.values())
 
     # ------------------------------------------------------------------------------------ config
+    def _held(self, name: str) -> dict[int, str]:
+        mv = self._models.get(name)
+        return mv.held() if mv is not None else {}
+
     def _emit(self, name: str, versions: dict[int, str]) -> None:
         mv = self._models.get(name)
         if mv is not None:

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -139,6 +139,13 @@ class ModelVersions:
         with self._cond:
             return list(self._ready)
 
+    def held(self) -> dict[int, str]:
+        """{version: path} of the aspired versions this model is loading or serving: the ones the filesystem
+        source keeps wanted by path alone (TF Serving's identity: name + version + path string)."""
+        with self._cond:
+            return {v: r.path for v, r in self._records.items()
+                    if r.aspired and r.state in (State.START, State.LOADING, State.AVAILABLE)}
+
     def wait_first_done(self, timeout: float | None = None, *, first_attempt: bool = False) -> VersionRecord | None:
         """Block until some version is AVAILABLE or has failed for good (with `first_attempt`: or a first load
         attempt has failed while its retries are still pending); returns it (None on timeout)."""
@@ -257,18 +264,25 @@ class ModelVersions:
 
 # ------------------------------------------------------------------------------------ filesystem source
 
-@dataclass
-class _Pending:
-    snapshot: tuple = field(default_factory=tuple)
+Held = Callable[[str], dict[int, str]]  # model -> {version: path} it is loading or serving
 
 
 class FileSystemSource:
     """Polls each model's base path and emits its aspired versions (TF Serving's
-    FileSystemStoragePathSource), skipping version directories that are still being written."""
+    FileSystemStoragePathSource), skipping version directories that are still being written.
 
-    def __init__(self, emit: Callable[[str, dict[int, str]], None], *, settle_seconds: float = 2.0):
+    A version the model already holds (`held`) is identified as TF Serving does, by version number and path
+    string: a restore (`rm -rf` + `cp -r`), a symlink swap of the base path (git-sync, the kubelet's `..data`
+    writer) or a rename away and back gives it new inodes and fresh mtimes, and it keeps serving. The settle
+    check is only for versions never held. A held version missing from a readable base path stays wanted for
+    one more poll, so a restore caught between its delete and its copy does not unload it."""
+
+    def __init__(self, emit: Callable[[str, dict[int, str]], None], *, settle_seconds: float = 2.0,
+                 held: Held | None = None):
         self._emit = emit
         self._settle = settle_seconds
+        self._held = held or (lambda model: {})
+        self._missing: set[str] = set()  # held paths found missing on the last poll of a readable base path
         self._pending: dict[str, tuple] = {}
         # Paths that passed the settle check once. They stay candidates for as long as the directory exists
         # (TF Serving's rule): a backup agent touching a file must never unload a served version.
@@ -344,7 +358,18 @@ class FileSystemSource:
         prefix = os.path.join(base, "")
         for gone in [p for p in self._admitted if p.startswith(prefix) and p not in present]:
             del self._admitted[gone]
-        candidates = {v: p for v, p in found.items() if self._ready_to_load(p)}
+        held = self._held(model.name)
+        candidates = {v: p for v, p in found.items() if held.get(v) == p or self._ready_to_load(p)}
+        for v, p in held.items():
+            if p in present:
+                self._missing.discard(p)
+            elif v not in found and p not in self._missing:  # gone since the last poll: one poll's grace
+                self._missing.add(p)
+                candidates[v] = p
+                log.warning("served version %d of %s is missing from %s; still serving it unless it is "
+                            "still missing on the next poll", v, model.name, base)
+            else:
+                self._missing.discard(p)
         if not candidates and any(p in self._pending for p in found.values()):
             self._settling.add(model.name)
         else:

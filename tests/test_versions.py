@@ -411,3 +411,149 @@ def test_registry_specialises_a_platform_aware_loader_per_model(tmp_path):
     reg.apply(cfg)
     _wait(lambda: reg.model("a").available() == [1] and reg.model("b").available() == [1])
     assert sorted(seen) == [("a", "tensorflow"), ("b", "other")]
+
+
+# ------------------------------------------------------------------------------------ reliability 3: deploy paths
+
+def _aged(d: Path) -> None:
+    """Back-date every file, so the version is settled at once even with a long settle time."""
+    import os
+
+    old = time.time() - 3600
+    for p in [d, *d.rglob("*")]:
+        os.utime(p, (old, old), follow_symlinks=False)
+
+
+def _cp(src: Path, dst: Path) -> None:
+    """`cp -r`: new inodes and fresh mtimes, the same content."""
+    import shutil
+
+    shutil.copytree(src, dst, symlinks=True, copy_function=shutil.copyfile)
+
+
+def _swap_link(link: Path, target: str) -> None:
+    """`ln -s target link.new && mv -T link.new link`: an atomic symlink swap."""
+    import os
+
+    tmp = link.with_name(link.name + ".new")
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def _restore_base(root, backup, poll):
+    import shutil
+
+    shutil.rmtree(root / "m")
+    poll()  # a poll between the delete and the copy: the base path is missing
+    _cp(backup, root / "m")
+
+
+def _restore_version(root, backup, poll):
+    import shutil
+
+    shutil.rmtree(root / "m" / "1")
+    poll()  # the base path is there, the served version is not: one poll's grace
+    _cp(backup / "1", root / "m" / "1")
+
+
+def _restore_everything(root, backup, poll):
+    import shutil
+
+    shutil.rmtree(root)
+    poll()
+    root.mkdir()
+    _cp(backup, root / "m")
+
+
+def _git_sync(root, backup, poll):
+    """git-sync: the base path is a symlink to a checkout; a new checkout, then an atomic swap."""
+    import os
+    import shutil
+
+    if not (root / "m").is_symlink():
+        shutil.move(root / "m", root / "rev-0")
+        os.symlink("rev-0", root / "m")
+    current = os.readlink(root / "m")
+    new = f"rev-{int(current.split('-')[1]) + 1}"
+    _cp(root / current, root / new)
+    _swap_link(root / "m", new)
+    shutil.rmtree(root / current)
+
+
+def _kubelet(root, backup, poll):
+    """The kubelet's atomic writer (ConfigMap/projected volumes): `1 -> ..data/1`, `..data -> ..<timestamp>`."""
+    import os
+    import shutil
+
+    base = root / "m"
+    if not (base / "..data").is_symlink():  # first: the real directory becomes the writer's layout
+        _cp(backup / "1", base / "..t0" / "1")
+        os.symlink("..t0", base / "..data")
+        shutil.rmtree(base / "1")
+        os.symlink("..data/1", base / "1")
+        return
+    current = os.readlink(base / "..data")
+    new = f"..t{int(current[3:]) + 1}"
+    _cp(base / current, base / new)
+    _swap_link(base / "..data", new)
+    shutil.rmtree(base / current)
+
+
+def _rename_away_and_back(root, backup, poll):
+    import os
+
+    os.rename(root / "m", root / "m.away")
+    poll()
+    os.rename(root / "m.away", root / "m")
+    os.rename(root / "m" / "1", root / "m" / ".1.away")
+    poll()
+    os.rename(root / "m" / ".1.away", root / "m" / "1")
+
+
+SWAPS = [_restore_base, _restore_version, _restore_everything, _git_sync, _kubelet, _rename_away_and_back]
+
+
+@pytest.mark.parametrize("swap", SWAPS, ids=lambda f: f.__name__.strip("_"))
+def test_a_served_version_whose_files_are_swapped_keeps_serving(tmp_path, swap):
+    """TF Serving identifies a served version by name, number and path string: files replaced under it by
+    a restore or a symlink swap (new inodes, fresh mtimes) neither unload nor reload it, however long the
+    settle time (here 60 s: the re-check that a fresh directory gets would drop it for a minute)."""
+    root, backup = tmp_path / "models", tmp_path / "backup"
+    _version(backup, "1")
+    _aged(backup)
+    root.mkdir()
+    _cp(backup, root / "m")
+    _aged(root / "m")
+    loader = FakeLoader()
+    reg = ModelRegistry(loader, load_policy=FAST, poll_seconds=0)
+    reg.source = FileSystemSource(reg._emit, settle_seconds=60, held=reg._held)
+    reg.apply(_config(root / "m", policy=""))
+    mv = reg.model("m")
+    served = mv.held()
+    assert list(served) == [1]
+    for _ in range(3):  # each swap, three times: a second swap of an already swapped tree too
+        swap(root, backup, reg.poll_now)
+        for _ in range(3):
+            reg.poll_now()
+            assert mv.available() == [1]
+    assert loader.calls == [1]  # loaded once, never unloaded and loaded again
+    assert _states(mv) == {1: State.AVAILABLE}
+    reg.stop()
+
+
+def test_a_served_version_that_stays_deleted_is_unloaded_on_the_next_poll(tmp_path):
+    import shutil
+
+    for v in ("1", "2"):
+        _version(tmp_path, v)
+    _aged(tmp_path)
+    reg = ModelRegistry(FakeLoader(), load_policy=FAST, poll_seconds=0)
+    reg.source = FileSystemSource(reg._emit, settle_seconds=60, held=reg._held)
+    reg.apply(_config(tmp_path))
+    _wait(lambda: reg.model("m").available() == [1, 2])
+    shutil.rmtree(tmp_path / "2")
+    reg.poll_now()  # missing once: the grace poll
+    assert reg.model("m").available() == [1, 2]
+    reg.poll_now()  # still missing: unloaded
+    _wait(lambda: reg.model("m").available() == [1])
+    reg.stop()
