@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             pub = publish(trained, base, version=version)
         except PublishError as e:
-            print(f"[{name}] NOT published: {e}", file=sys.stderr)
+            print(f"NOT published: {name}: {e}", file=sys.stderr)
             return 1
         print(f"[{name}] published version {pub.version} at {pub.path} ({time.monotonic() - t0:.1f}s)")
         print(signature_table(pub.path), flush=True)

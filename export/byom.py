@@ -19,13 +19,11 @@ import json
 import os
 import shutil
 import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
 
-from export.publish import (Published, PublishError, _fsync_tree, _publish_lock, _TMP_PREFIX, clean_stale_tmp,
-                            example_log, existing_versions, write_warmup)
+from export.publish import Published, PublishError, commit, example_log, staging, write_warmup
 from export.zoo import CLASSIFY, REGRESS
 
 
@@ -151,26 +149,11 @@ def publish_saved_model(src: str | os.PathLike, base_path: str | os.PathLike, na
     src = Path(src)
     if not (src / "saved_model.pb").is_file():
         raise PublishError(f"{src} is not a SavedModel directory (no saved_model.pb)")
-    model_dir = Path(base_path).resolve() / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    clean_stale_tmp(model_dir)
-    tmp = model_dir / f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
+    with staging(base_path, name) as tmp:
         shutil.copytree(src, tmp)
         logs = check_and_warmup(tmp, name, samples or {})
         write_warmup(tmp, logs)
-        _fsync_tree(tmp)
-        with _publish_lock(model_dir):
-            current = existing_versions(model_dir)
-            chosen = version if version is not None else (max(current) + 1 if current else 1)
-            final = model_dir / str(chosen)
-            if chosen in current or final.exists():
-                raise PublishError(f"version {chosen} of {name} already exists at {final}; refusing to overwrite")
-            os.rename(tmp, final)
-        return Published(name, chosen, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        return commit(tmp, name, version)
 
 
 def config_with(config_text: str, name: str, base_path: str) -> str:
@@ -275,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"added {args.name} to {args.config}")
         return 0
     except PublishError as e:
-        print(f"NOT published: {e}", file=sys.stderr)
+        print(f"NOT published: {args.name}: {e}", file=sys.stderr)
         return 1
 
 

@@ -13,7 +13,6 @@ import fcntl
 import os
 import re
 import shutil
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from tensorflow_serving.apis import (classification_pb2, input_pb2, model_pb2, p
                                      prediction_log_pb2, regression_pb2)
 
 from export.zoo import CLASSIFY, REGRESS, Endpoint, TrainedModel
+from serving.dirlock import OwnedDir, remove_if_abandoned
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 _VERSION_RE = re.compile(r"^\s*[+-]?\d+$")  # what absl::SimpleAtoi accepts for int64 (TF Serving's rule)
@@ -70,32 +70,89 @@ def _publish_lock(model_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale_tmp(model_dir: Path) -> list[Path]:
-    """Remove temporary directories left by publishers that were killed mid-export."""
+    """Remove hidden directories left by publishers that died mid-export (their owner lock is free)."""
     removed = []
     if not model_dir.is_dir():
         return removed
     for child in model_dir.iterdir():
-        if not child.name.startswith(_TMP_PREFIX):
-            continue
-        try:
-            pid = int(child.name[len(_TMP_PREFIX):].split("-")[0])
-        except ValueError:
-            continue
-        if not _pid_alive(pid):
-            shutil.rmtree(child, ignore_errors=True)
+        if child.name.startswith(_TMP_PREFIX) and child.is_dir() and remove_if_abandoned(child):
             removed.append(child)
     return removed
+
+
+def _os_reason(e: BaseException) -> str:
+    """One line for an OS-level failure (disk full, permissions, a read-only volume), whichever layer raised
+    it: an OSError, shutil's collected errors, or TensorFlow's file system (`ResourceExhaustedError`)."""
+    if isinstance(e, shutil.Error) and e.args and isinstance(e.args[0], list) and e.args[0]:
+        return str(e.args[0][0][-1])
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    if isinstance(e, tf.errors.OpError):
+        return e.message.splitlines()[0]
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+@contextmanager
+def staging(base_path: str | os.PathLike, name: str) -> Iterator[Path]:
+    """Where a new version of `name` is written before `commit`: a path inside a hidden directory of
+    `<base_path>/<name>/` that this process owns (see serving.dirlock). OS errors become a PublishError; on
+    any failure nothing is left behind, neither the hidden directory nor a model directory made for it."""
+    model_dir = Path(base_path).resolve() / name
+    made = not model_dir.exists()
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        clean_stale_tmp(model_dir)
+        owned = OwnedDir(model_dir, _TMP_PREFIX)
+    except OSError as e:
+        raise PublishError(_os_reason(e)) from e
+    done = False
+    try:
+        yield owned.path / "version"
+        done = True
+    except PublishError:
+        raise
+    except (OSError, shutil.Error, tf.errors.OpError) as e:
+        raise PublishError(_os_reason(e)) from e
+    finally:
+        owned.remove()
+        if made and not done:
+            _remove_if_empty(model_dir)
+
+
+def _remove_if_empty(model_dir: Path) -> None:
+    try:
+        if {p.name for p in model_dir.iterdir()} <= {".publish.lock"}:
+            (model_dir / ".publish.lock").unlink(missing_ok=True)
+            model_dir.rmdir()
+    except OSError:
+        pass  # another publisher is using it
+
+
+def commit(work: Path, name: str, version: int | None) -> Published:
+    """Make the written version durable, then rename it to the next (or the given) version number."""
+    model_dir = work.parent.parent
+    _fsync_tree(work)
+    with _publish_lock(model_dir):
+        current = existing_versions(model_dir)
+        chosen = version if version is not None else (max(current) + 1 if current else 1)
+        if chosen < 0:
+            raise PublishError(f"version must be >= 0, got {chosen}")
+        final = model_dir / str(chosen)
+        if chosen in current or final.exists():
+            raise PublishError(f"version {chosen} of {name} already exists at {final}; refusing to overwrite")
+        try:
+            os.rename(work, final)
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise PublishError(f"version {chosen} of {name} appeared concurrently") from e
+            raise
+        dfd = os.open(model_dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    return Published(name, chosen, final)
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -294,11 +351,7 @@ def publish(trained: TrainedModel, base_path: str | os.PathLike, *, version: int
     """Write, validate and atomically publish `trained` as `<base_path>/<name>/<version>`.
 
     `version=None` takes the highest existing version + 1. An existing version is never overwritten."""
-    model_dir = Path(base_path).resolve() / trained.name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    clean_stale_tmp(model_dir)
-    tmp = model_dir / f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
+    with staging(base_path, trained.name) as tmp:
         _write_archive(trained, tmp)
         _set_method_names(tmp, trained.endpoints)
         if trained.tflite:
@@ -310,28 +363,4 @@ def publish(trained: TrainedModel, base_path: str | os.PathLike, *, version: int
             raise
         except Exception as e:  # a loader error is a validation failure too
             raise PublishError(f"validation: reloading the SavedModel failed: {e}") from e
-        _fsync_tree(tmp)
-        with _publish_lock(model_dir):
-            current = existing_versions(model_dir)
-            chosen = version if version is not None else (max(current) + 1 if current else 1)
-            if chosen < 0:
-                raise PublishError(f"version must be >= 0, got {chosen}")
-            final = model_dir / str(chosen)
-            if chosen in current or final.exists():
-                raise PublishError(f"version {chosen} of {trained.name} already exists at {final}; "
-                                   "refusing to overwrite")
-            try:
-                os.rename(tmp, final)
-            except OSError as e:
-                if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise PublishError(f"version {chosen} of {trained.name} appeared concurrently") from e
-                raise
-            dfd = os.open(model_dir, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        return Published(trained.name, chosen, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        return commit(tmp, trained.name, version)

@@ -16,6 +16,7 @@ from serving.errors import InvalidArgumentError, ServingError
 from serving.flags import ServerOptions, unsupported_settings
 from serving.lifecycle import Lifecycle
 from serving.platform import Loader, load_settings
+from serving.ports import check_ports, host_port
 from serving.registry import ModelRegistry
 from serving.versions import LoadPolicy, VersionRecord
 
@@ -96,7 +97,7 @@ def build_and_start(opts: ServerOptions) -> Server:
     """Everything before the ports open can fail with a ServingError: the caller prints
     `Failed to start server. Error: <status>` and exits 255, like tensorflow_model_server."""
     _check_flags(opts)
-    _check_ports(opts)  # before minutes of model loading, not after
+    check_ports(opts, share=workers.is_worker())  # before minutes of model loading, not after
     config = load_config(opts)
     monitoring = _monitoring(opts)  # every config file is read before minutes of model loading
     server = build(opts)
@@ -196,7 +197,7 @@ def _start_grpc(server: Server) -> None:
             return 0
 
     if opts.port:
-        server.grpc_port = listen(_host_port(opts.grpc_bind_address, opts.port))
+        server.grpc_port = listen(host_port(opts.grpc_bind_address, opts.port))
         if not server.grpc_port:
             raise InvalidArgumentError("Failed to BuildAndStart gRPC server")
     if opts.grpc_socket_path and not listen(f"unix:{opts.grpc_socket_path}"):
@@ -205,7 +206,7 @@ def _start_grpc(server: Server) -> None:
     server.grpc_server = gs
     server.lifecycle.on_drain(lambda grace: drain(gs, calls, grace))
     if opts.port:
-        log.info("Running gRPC ModelServer at %s ...", _host_port(opts.grpc_bind_address, server.grpc_port))
+        log.info("Running gRPC ModelServer at %s ...", host_port(opts.grpc_bind_address, server.grpc_port))
     if opts.grpc_socket_path:
         log.info("Running gRPC ModelServer at UNIX socket %s ...", opts.grpc_socket_path)
 
@@ -234,40 +235,6 @@ def server_credentials(opts: ServerOptions):
     return grpc.ssl_server_credentials([(cfg.server_key.encode(), cfg.server_cert.encode())],
                                        root_certificates=cfg.custom_ca.encode() or None,
                                        require_client_auth=cfg.client_verify)
-
-
-def _port_free(host: str, port: int) -> OSError | None:
-    import socket
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what the servers themselves will set
-        if workers.is_worker():  # sibling workers listen there already, with SO_REUSEPORT
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            return e
-    return None
-
-
-def _check_ports(opts: ServerOptions) -> None:
-    """A port in use is reported at once, in TF Serving's words, with exit 255 (not after loading every model,
-    and not as a traceback followed by an abort in TensorFlow's threads)."""
-    if opts.port:
-        err = _port_free(opts.grpc_bind_address, opts.port)
-        if err is not None:
-            log.error("gRPC port %s:%d: %s", opts.grpc_bind_address, opts.port, err.strerror)
-            raise InvalidArgumentError("Failed to BuildAndStart gRPC server")
-    if opts.rest_api_port and opts.rest_api_port != opts.port:
-        err = _port_free(opts.rest_api_bind_address, opts.rest_api_port)
-        if err is not None:
-            raise InvalidArgumentError(f"Failed to start HTTP Server at {opts.rest_api_bind_address}:"
-                                       f"{opts.rest_api_port}: {err.strerror}")
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _raise_open_file_limit() -> None:

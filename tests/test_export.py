@@ -63,9 +63,7 @@ def test_failed_validation_leaves_no_numeric_directory(tmp_path):
 
     with pytest.raises(PublishError, match="forced failure"):
         publish(tiny(), tmp_path, validator=failing)
-    model_dir = tmp_path / "tiny"
-    assert numeric_dirs(model_dir) == []
-    assert [p.name for p in model_dir.iterdir() if not p.name.startswith(".publish.lock")] == []
+    assert not (tmp_path / "tiny").exists()  # not even the model directory the publish made for it
 
 
 def test_validation_catches_a_signature_whose_output_differs(tmp_path):
@@ -411,3 +409,103 @@ def test_tflite_publish_refuses_a_conversion_that_changes_the_numbers(tmp_path, 
     with pytest.raises(PublishError, match="differs from the in-memory model"):
         publish(tm, tmp_path, version=1, validator=tampered)
     assert not (tmp_path / "mlp_lite" / "1").exists()
+
+
+# ------------------------------------------------------------------------------------------- reliability 3
+
+_HOLD_LOCK = r"""
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_stale_publish_cleanup_decides_by_the_owner_lock_not_by_pid(tmp_path):
+    """Two containers publishing into one volume: PIDs mean nothing across their namespaces. A killed
+    publisher that was PID 1 there is cleaned up here; a live one whose PID does not exist here is kept."""
+    from serving.dirlock import LOCK_FILE
+
+    model_dir = tmp_path / "tiny"
+    dead = model_dir / ".publishing-1-0a0a0a0a"  # PID 1 is alive here, but its owner died in its container
+    live = model_dir / ".publishing-4194000-0b0b0b0b"  # no such PID here; its owner runs elsewhere
+    for d in (dead, live):
+        (d / "version").mkdir(parents=True)
+        (d / LOCK_FILE).touch()
+    owner = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(live / LOCK_FILE)], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert owner.stdout.readline().strip() == "locked"
+        assert clean_stale_tmp(model_dir) == [dead]
+        assert live.is_dir() and not dead.exists()
+        assert publish(tiny(), tmp_path).version == 1  # a publish beside the live one cleans nothing of it
+        assert live.is_dir()
+    finally:
+        owner.kill()
+        owner.wait()
+    assert clean_stale_tmp(model_dir) == [live]  # its owner died: now it goes
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 16 KiB tmpfs: room for a directory tree, not for a SavedModel (needs root and mount)."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({r.stderr.strip() or r.returncode}); the fault-injection "
+                    "tests cover the same paths")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _one_line_refusal(r, model: str) -> str:
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    refusals = [ln for ln in lines if ln.startswith(f"NOT published: {model}: ")]
+    assert len(refusals) == 1, r.stderr[-2000:]
+    return refusals[0]
+
+
+def test_disk_full_while_publishing_is_one_line_and_leaves_nothing(full_disk, tmp_path):
+    src = tmp_path / "src"
+    tiny().model.export(str(src), verbose=False)
+    r = run_main("export.byom", ["publish", str(src), "--name", "mine", "--base-path", str(full_disk)])
+    assert "No space left on device" in _one_line_refusal(r, "mine")
+    r = run_main("export", ["--model", "linear", "--base-path", str(full_disk)])
+    assert "No space left on device" in _one_line_refusal(r, "linear")
+    assert list(full_disk.iterdir()) == []  # no hidden directory, no empty model directory
+
+
+def test_os_errors_from_every_layer_are_one_line(tmp_path, monkeypatch):
+    """TensorFlow's file system (ResourceExhaustedError), shutil's collected errors and plain OSErrors."""
+    import errno
+    import shutil
+
+    import export.byom
+    import export.publish
+
+    src = tmp_path / "src"
+    tiny().model.export(str(src), verbose=False)
+
+    def tf_full(*a, **k):
+        raise tf.errors.ResourceExhaustedError(None, None, "/models/x/assets.extra; No space left on device")
+
+    def shutil_full(s, d, *a, **k):
+        raise shutil.Error([(str(s), str(d), "[Errno 28] No space left on device")])
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", "/models/tiny")
+
+    for module, attr, fake, reason in ((export.byom, "write_warmup", tf_full, "No space left on device"),
+                                       (export.byom.shutil, "copytree", shutil_full, "No space left on device"),
+                                       (export.byom, "commit", read_only, "Read-only file system")):
+        with monkeypatch.context() as m:
+            m.setattr(module, attr, fake)
+            r = run_main("export.byom", ["publish", str(src), "--name", "mine", "--base-path", str(tmp_path / "b")])
+        assert reason in _one_line_refusal(r, "mine")
+        assert not (tmp_path / "b" / "mine").exists()
