@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     from serving import workers
 
     if opts.num_server_processes > 1 and not workers.is_worker():
-        return workers.supervise(argv, opts.num_server_processes)
+        return workers.supervise(argv, opts)
+    if workers.is_worker():
+        workers.die_with_supervisor()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s.%(msecs)03d %(levelname).1s %(name)s] %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S")
@@ -48,13 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum, _frame):
         if not running:  # still starting (imports, model loads): no port is open, nothing to drain
             log.info("signal %d during start-up: exiting before serving", signum)
+            workers.remove_orphaned_control()
             logging.shutdown()
             os._exit(0)
         server = running[0]
         if server.stopping:
             return
-        log.info("signal %d: draining in-flight requests and shutting down (grace %.0fs)", signum, grace)
-        threading.Thread(target=server.stop, args=(grace,), name="shutdown", daemon=True).start()
+        # an orphaned worker leaves at once: its supervisor is gone and another server may want the ports
+        g = min(grace, _ORPHAN_GRACE_S) if workers.orphaned() else grace
+        log.info("signal %d: draining in-flight requests and shutting down (grace %.1fs)", signum, g)
+        threading.Thread(target=server.stop, args=(g,), name="shutdown", daemon=True).start()
 
     # Installed before start-up: a SIGTERM while models load (a rollout, a supervisor stopping its workers)
     # ends the process cleanly instead of killing it with the default action.
@@ -85,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.shutdown()
         os._exit(1)
     log.info("shut down cleanly")
+    workers.remove_orphaned_control()
     logging.shutdown()
     sys.stdout.flush()
     # Worker threads still inside a cancelled model call would make the interpreter's exit wait for them.
@@ -92,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 _EXIT_SLACK_S = 3.0
+_ORPHAN_GRACE_S = 0.5
 
 
 if __name__ == "__main__":

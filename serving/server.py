@@ -104,7 +104,9 @@ def build_and_start(opts: ServerOptions) -> Server:
     _raise_open_file_limit()
     if workers.is_worker():
         server.control = workers.SharedControl(server.registry, float(max(0, opts.model_config_reload_wait_seconds)))
-    server.registry.apply(config)  # blocks until every model's first version is AVAILABLE or failed
+        server.control.start_on(config)  # a replacement serves what its siblings serve, not the file
+    else:
+        server.registry.apply(config)  # blocks until every model's first version is AVAILABLE or failed
     server.registry.start_polling()
     _start_config_poller(server)
     _start_grpc(server)
@@ -271,5 +273,8 @@ def _start_config_poller(server: Server) -> None:
                 log.info("reloaded model config from %s", opts.model_config_file)
             except ServingError as e:
                 log.error("model config reload from %s failed: %s", opts.model_config_file, e)
+                continue
+            if server.control is not None:  # a worker started later must start on this config, not an older one
+                server.control.publish(cfg)
 
     threading.Thread(target=loop, name="config-poll", daemon=True).start()

@@ -146,6 +146,12 @@ class ModelVersions:
             return {v: r.path for v, r in self._records.items()
                     if r.aspired and r.state in (State.START, State.LOADING, State.AVAILABLE)}
 
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """Until no aspired version is still to load (each is AVAILABLE or failed for good)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not any(r.aspired and r.state in (State.START, State.LOADING)
+                                                       for r in self._records.values()), timeout)
+
     def wait_first_done(self, timeout: float | None = None, *, first_attempt: bool = False) -> VersionRecord | None:
         """Block until some version is AVAILABLE or has failed for good (with `first_attempt`: or a first load
         attempt has failed while its retries are still pending); returns it (None on timeout)."""

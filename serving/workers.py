@@ -13,12 +13,20 @@ connections over the processes. What must look like *one* server:
 - **metrics**: prometheus-client's multiprocess mode; the metrics endpoint of any worker shows the sum.
 - **lifecycle**: SIGTERM/SIGINT to the supervisor reach every worker, which drain as one process does; a worker
   that dies after start-up is restarted; a start-up failure (bad flag, bad config) stops all with its code.
+  A replacement worker opens its ports only once it has applied the newest config its siblings serve.
+- **one owner**: the workers die with their supervisor (a parent-death signal, and a watchdog where there is
+  none), however it dies, so orphans never keep serving an old config; a start-up refuses ports that any other
+  process holds (TF Serving's port-in-use error, exit 255) instead of joining it through SO_REUSEPORT; the
+  control directory is removed on every exit path (by the supervisor, by orphaned workers, and by the next
+  supervisor for one whose owner lock is free).
 
 Memory: every worker holds its own models, so model memory is × N.
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import logging
 import os
 import shutil
@@ -30,14 +38,21 @@ import threading
 import time
 from pathlib import Path
 
+from serving.dirlock import OwnedDir, remove_if_abandoned
+from serving.errors import ServingError
+from serving.flags import ServerOptions
 from serving.lifecycle import Lifecycle
+from serving.ports import check_ports
 
 log = logging.getLogger("serving.workers")
 
 ENV_INDEX = "TFSB_WORKER_INDEX"
 ENV_COUNT = "TFSB_WORKER_COUNT"
 ENV_CONTROL = "TFSB_CONTROL_DIR"
+ENV_SUPERVISOR = "TFSB_SUPERVISOR_PID"
 _POLL_S = 0.2
+_CONTROL_PREFIX = "tfsb-control-"
+_PR_SET_PDEATHSIG = 1
 
 
 def worker_index() -> int | None:
@@ -51,18 +66,29 @@ def is_worker() -> bool:
 
 # ---------------------------------------------------------------------------------------------- supervisor
 
-def supervise(argv: list[str], n: int) -> int:
+def supervise(argv: list[str], opts: ServerOptions) -> int:
     """Run N workers (`python -m serving <argv>`) until SIGTERM/SIGINT; returns the exit code."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s.%(msecs)03d %(levelname).1s %(name)s] %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S")
-    control = Path(tempfile.mkdtemp(prefix="tfsb-control-"))
+    n = opts.num_server_processes
+    try:
+        check_ports(opts)  # without SO_REUSEPORT: nobody else (orphans of a dead supervisor included) holds them
+    except ServingError as e:
+        print(f"Failed to start server. Error: {e}", flush=True)
+        return 255
+    for stale in Path(tempfile.gettempdir()).glob(f"{_CONTROL_PREFIX}*"):
+        if remove_if_abandoned(stale):
+            log.info("removed the control directory %s of a supervisor that is gone", stale)
+    owned = OwnedDir(tempfile.gettempdir(), _CONTROL_PREFIX)
+    control = owned.path
     (control / "metrics").mkdir()
     stopping = threading.Event()
     children: dict[int, subprocess.Popen] = {}
 
     def spawn(i: int) -> None:
         env = dict(os.environ, **{ENV_INDEX: str(i), ENV_COUNT: str(n), ENV_CONTROL: str(control),
+                                  ENV_SUPERVISOR: str(os.getpid()),
                                   "PROMETHEUS_MULTIPROC_DIR": str(control / "metrics")})
         children[i] = subprocess.Popen([sys.executable, "-m", "serving", *argv], env=env)
         log.info("worker %d started (pid %d)", i, children[i].pid)
@@ -105,7 +131,7 @@ def supervise(argv: list[str], n: int) -> int:
                 rc = 0
             code = code or rc
     finally:
-        shutil.rmtree(control, ignore_errors=True)
+        owned.remove()
     log.info("all workers stopped")
     return code
 
@@ -120,6 +146,36 @@ def _mark_dead(control: Path, pid: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- worker side
+
+def die_with_supervisor() -> None:
+    """First thing in a worker: SIGTERM when the supervisor dies (Linux's parent-death signal), and a watchdog
+    for platforms without one or a supervisor that died before it was set. The signal handler then stops
+    this worker at once (`orphaned()`), so no orphan keeps serving an old config on the shared ports."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+    def watchdog() -> None:
+        while not orphaned():
+            time.sleep(_POLL_S)
+        log.error("worker %s: the supervisor is gone; stopping", worker_index())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watchdog, name="supervisor-watchdog", daemon=True).start()
+
+
+def orphaned() -> bool:
+    """This worker's supervisor has died (the worker was re-parented)."""
+    sup = os.environ.get(ENV_SUPERVISOR)
+    return sup is not None and os.getppid() != int(sup)
+
+
+def remove_orphaned_control() -> None:
+    """An orphan on its way out removes the control directory its dead supervisor could not."""
+    if orphaned():
+        shutil.rmtree(os.environ.get(ENV_CONTROL, ""), ignore_errors=True)
+
 
 class SharedControl:
     """A worker's view of the control directory: announce readiness, publish reloads, apply siblings'."""
@@ -145,8 +201,9 @@ class SharedControl:
         return int(gen), payload
 
     def publish(self, cfg) -> int:
-        """After this worker applied `cfg` through the reload API: hand it to the siblings."""
-        with self._lock:
+        """After this worker applied `cfg` (a reload, or a changed config file): hand it to the siblings."""
+        with self._lock, open(self.dir / "publish.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # generations are numbered across processes
             current = self._read()
             gen = (current[0] if current else 0) + 1
             tmp = self.dir / f"config.pb.{self.index}.tmp"
@@ -155,6 +212,42 @@ class SharedControl:
             self._applied = gen
             self._ack(gen)
             return gen
+
+    def start_on(self, file_config) -> None:
+        """Start-up's config apply in a worker: the newest config its siblings applied (a reload, a changed
+        file), else the start-up file's. A sibling's labels may name versions this worker has not loaded yet,
+        which TF Serving refuses: its versions load first, then its labels apply."""
+        from serving.config import ModelServerConfig
+
+        current = self._read()
+        if current is None:
+            self.registry.apply(file_config)
+            return
+        gen, payload = current
+        cfg = ModelServerConfig.FromString(payload)
+        unlabelled = ModelServerConfig.FromString(payload)
+        for m in unlabelled.model_config_list.config:
+            m.ClearField("version_labels")
+        self.registry.apply(unlabelled)
+        for name in self.registry.names():
+            self.registry.model(name).wait_loaded()
+        self.registry.apply(cfg)
+        self._applied = gen
+        self.catch_up()
+
+    def catch_up(self) -> None:
+        """Before the ports open: apply any config published while this worker was loading the last one."""
+        from serving.config import ModelServerConfig
+
+        while (current := self._read()) is not None and current[0] > self._applied:
+            gen, payload = current
+            try:
+                self.registry.apply(ModelServerConfig.FromString(payload))
+            except ServingError as e:  # the watcher retries it, as for any worker that cannot apply it yet
+                log.warning("worker %d: config generation %d not applied yet (%s)", self.index, gen, e)
+                return
+            self._applied = gen
+        self._ack(self._applied)
 
     def _ack(self, gen: int) -> None:
         tmp = self.dir / f"ack.{self.index}.tmp"
