@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 from serving import metrics, workers
 from serving.admission import MemoryBudget
-from serving.config import ModelServerConfig, MonitoringConfig, SSLConfig, parse_text_file, single_model_config
+from serving.config import ModelServerConfig, MonitoringConfig, parse_text_file, single_model_config
 from serving.core import Core, Inference
 from serving.errors import InvalidArgumentError, ServingError
 from serving.flags import ServerOptions, unsupported_settings
 from serving.lifecycle import Lifecycle
 from serving.platform import Loader, load_settings
 from serving.ports import check_ports, host_port
+from serving.tls import server_credentials
 from serving.registry import ModelRegistry
 from serving.versions import LoadPolicy, VersionRecord
 
@@ -100,6 +101,7 @@ def build_and_start(opts: ServerOptions) -> Server:
     check_ports(opts, share=workers.is_worker())  # before minutes of model loading, not after
     config = load_config(opts)
     monitoring = _monitoring(opts)  # every config file is read before minutes of model loading
+    creds = server_credentials(opts)  # and a TLS mistake is named before them, not after
     server = build(opts)
     _raise_open_file_limit()
     if workers.is_worker():
@@ -109,7 +111,7 @@ def build_and_start(opts: ServerOptions) -> Server:
         server.registry.apply(config)  # blocks until every model's first version is AVAILABLE or failed
     server.registry.start_polling()
     _start_config_poller(server)
-    _start_grpc(server)
+    _start_grpc(server, creds)
     if opts.rest_api_port:
         if opts.rest_api_port == opts.port:
             log.error("server_options.http_port cannot be the same as server_options.grpc_port. "
@@ -166,7 +168,7 @@ def _monitoring(opts: ServerOptions) -> MonitoringConfig | None:
     return None
 
 
-def _start_grpc(server: Server) -> None:
+def _start_grpc(server: Server, creds) -> None:
     from grpc_health.v1 import health
 
     from serving.grpc_api import CallExecutor, build_server, drain, parse_channel_arguments
@@ -190,7 +192,6 @@ def _start_grpc(server: Server) -> None:
 
         profiler.register(gs, server.lifecycle)
         log.info("Profiler service is enabled")
-    creds = server_credentials(opts)
 
     def listen(address: str) -> int:
         try:
@@ -211,32 +212,6 @@ def _start_grpc(server: Server) -> None:
         log.info("Running gRPC ModelServer at %s ...", host_port(opts.grpc_bind_address, server.grpc_port))
     if opts.grpc_socket_path:
         log.info("Running gRPC ModelServer at UNIX socket %s ...", opts.grpc_socket_path)
-
-
-def server_credentials(opts: ServerOptions):
-    """server.cc BuildServerCredentials: --ssl_config_file holds the PEM texts themselves (not paths);
-    `client_verify` requires and verifies a client certificate (mutual TLS) against `custom_ca`. Both the TCP
-    port and the UNIX socket use them, as in TF Serving. None: plaintext."""
-    if not opts.ssl_config_file:
-        return None
-    import grpc
-
-    cfg = parse_text_file(opts.ssl_config_file, SSLConfig)
-    if not cfg.server_key or not cfg.server_cert:
-        raise InvalidArgumentError(f"{opts.ssl_config_file}: SSLConfig needs server_key and server_cert "
-                                   "(PEM text, not file names)")
-    if cfg.client_verify and not cfg.custom_ca:
-        raise InvalidArgumentError(f"{opts.ssl_config_file}: client_verify needs custom_ca, the PEM of the CA "
-                                   "that signs client certificates")
-    for field_name in ("server_key", "server_cert", "custom_ca"):
-        value = getattr(cfg, field_name)
-        if value and "-----BEGIN " not in value:
-            raise InvalidArgumentError(f"{opts.ssl_config_file}: {field_name} is not PEM text (it must hold the "
-                                       "PEM itself, e.g. server_key: \"-----BEGIN PRIVATE KEY-----\\n...\")")
-    log.info("Using SSL credentials%s", " (client certificates required)" if cfg.client_verify else "")
-    return grpc.ssl_server_credentials([(cfg.server_key.encode(), cfg.server_cert.encode())],
-                                       root_certificates=cfg.custom_ca.encode() or None,
-                                       require_client_auth=cfg.client_verify)
 
 
 def _raise_open_file_limit() -> None:

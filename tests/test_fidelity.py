@@ -102,7 +102,7 @@ def test_bad_model_config_exits_with_protobufs_parse_error_on_stderr(tmp_path):
 def _parse_via(flag: str, path: Path):
     """The server's own entry point for each text-format file flag."""
     from serving import platform
-    from serving.server import server_credentials
+    from serving.tls import server_credentials
 
     if flag == "ssl_config_file":
         return server_credentials(parse_flags([f"--ssl_config_file={path}"]))
@@ -313,9 +313,9 @@ def test_tf_text_model_without_the_package_names_it(lite, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- TLS
 
-def _certificates(root: Path) -> dict[str, Path]:
-    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate it signs, plus a client
-    certificate from another CA; PEM files under `root`."""
+def _certificates(root: Path, server_valid: tuple[float, float] = (-1 / 24, 1)) -> dict[str, Path]:
+    """A CA, a server certificate for localhost/127.0.0.1 (valid `server_valid` days from now) and a client
+    certificate it signs, plus a client certificate from another CA; PEM files under `root`."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -327,10 +327,10 @@ def _certificates(root: Path) -> dict[str, Path]:
     def name(cn):
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
-    def build(subject, issuer, pub, signer, *, ca: bool, usage=None, san=None):
+    def build(subject, issuer, pub, signer, *, ca: bool, usage=None, san=None, valid=(-1 / 24, 1)):
         b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer)).public_key(pub)
-             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-             .not_valid_after(now + datetime.timedelta(days=1))
+             .serial_number(x509.random_serial_number()).not_valid_before(now + datetime.timedelta(days=valid[0]))
+             .not_valid_after(now + datetime.timedelta(days=valid[1]))
              .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
         if usage:
             b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
@@ -355,7 +355,8 @@ def _certificates(root: Path) -> dict[str, Path]:
     other_key = serialization.load_pem_private_key(out["other_ca.key"].read_bytes(), None)
     k = ec.generate_private_key(ec.SECP256R1())
     write("server", k, build("localhost", "ca", k.public_key(), ca_key, ca=False, usage=ExtendedKeyUsageOID.SERVER_AUTH,
-                             san=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]))
+                             san=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+                             valid=server_valid))
     k = ec.generate_private_key(ec.SECP256R1())
     write("client", k, build("client", "ca", k.public_key(), ca_key, ca=False, usage=ExtendedKeyUsageOID.CLIENT_AUTH))
     k = ec.generate_private_key(ec.SECP256R1())
@@ -469,7 +470,7 @@ def test_platform_config_file_settings_apply(secure):
 
 
 def test_ssl_config_mistakes_are_start_up_errors(tmp_path):
-    from serving.server import server_credentials
+    from serving.tls import server_credentials
 
     def creds(**fields):
         p = tmp_path / "ssl.config"
@@ -485,6 +486,51 @@ def test_ssl_config_mistakes_are_start_up_errors(tmp_path):
         creds(server_key=str(certs["server.key"]), server_cert=cert)
     with pytest.raises(InvalidArgumentError, match="needs server_key and server_cert"):
         creds(server_cert=cert)
+    other_key = certs["client.key"].read_text()
+    with pytest.raises(InvalidArgumentError, match="server_key does not match server_cert"):
+        creds(server_key=other_key, server_cert=cert)
+    garbled = cert.replace(cert.splitlines()[3], "A" * 40)
+    with pytest.raises(InvalidArgumentError, match="server_cert is not a parsable PEM certificate"):
+        creds(server_key=key, server_cert=garbled)
+    with pytest.raises(InvalidArgumentError, match="server_key is not a parsable PEM private key"):
+        creds(server_key=key.replace(key.splitlines()[2], "B" * 30), server_cert=cert)
+    with pytest.raises(InvalidArgumentError, match="custom_ca is not a parsable PEM certificate"):
+        creds(server_key=key, server_cert=cert, custom_ca=garbled)
+
+
+@pytest.mark.parametrize("valid,words", [((-30, -1), "EXPIRED on"), ((2, 30), "NOT VALID YET")])
+def test_a_certificate_outside_its_validity_is_an_error_in_the_log(tmp_path, caplog, valid, words):
+    """TF Serving starts with it, and so does this server, but it says so loudly: no client will connect."""
+    from serving.tls import server_credentials
+
+    certs = _certificates(tmp_path, server_valid=valid)
+    p = tmp_path / "ssl.config"
+    p.write_text(text_format.MessageToString(cfgmod.SSLConfig(server_key=certs["server.key"].read_text(),
+                                                              server_cert=certs["server.crt"].read_text())))
+    with caplog.at_level("INFO", logger="serving"):
+        assert server_credentials(parse_flags([f"--ssl_config_file={p}"])) is not None
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(words in m and "server_cert" in m and "CN=localhost" in m for m in errors), errors
+
+
+def test_a_tls_mistake_is_named_before_any_model_loads(tmp_path, zoo):
+    """Not `Failed to BuildAndStart gRPC server` after minutes of loading: the field and the problem, first."""
+    import subprocess
+    import sys
+
+    from tests.server_util import REPO, free_port
+
+    base, _ = zoo
+    certs = _certificates(tmp_path)
+    p = tmp_path / "ssl.config"
+    p.write_text(text_format.MessageToString(cfgmod.SSLConfig(server_key=certs["client.key"].read_text(),
+                                                              server_cert=certs["server.crt"].read_text())))
+    r = subprocess.run([sys.executable, "-m", "serving", f"--port={free_port()}", "--model_name=mlp",
+                        f"--model_base_path={base / 'mlp'}", f"--ssl_config_file={p}"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 255
+    assert "server_key does not match server_cert" in r.stdout, r.stdout + r.stderr[-2000:]
+    assert "AVAILABLE" not in r.stderr  # refused before loading
 
 
 # ---------------------------------------------------------------------------------------------- platform config
