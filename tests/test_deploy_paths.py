@@ -132,3 +132,31 @@ def test_swapped_files_under_served_versions_fail_no_request(deploy_root):
         assert srv.log_text().count("AVAILABLE (loaded in") == len(MODELS)  # each version loaded once
     finally:
         srv.stop()
+
+
+def test_healthcheck_reads_what_the_server_was_started_with(zoo, tmp_path):
+    """docker/healthcheck.sh takes the model and the REST port from the server's command line, last flag
+    wins (the official image's entrypoint passes --model_name=${MODEL_NAME} before the user's arguments),
+    not from MODEL_NAME alone: a server started with --model_name=X arguments becomes healthy."""
+    from tests.server_util import REPO, ServerProcess
+
+    base, _ = zoo
+    srv = ServerProcess(["--model_name=model", f"--model_base_path={base / 'mlp'}", "--model_name=mlp"])
+    srv.wait_ready()
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ("MODEL_NAME", "REST_PORT", "TFS_CONFIG")}
+
+        def check(**extra) -> int:
+            return subprocess.run(["bash", str(REPO / "docker" / "healthcheck.sh")], timeout=30,
+                                  env={**env, "HEALTHCHECK_PID": str(srv.proc.pid), **extra}).returncode
+
+        assert check() == 0
+        assert check(MODEL_NAME="model") == 0  # the command line wins over the environment
+        ghost = tmp_path / "ghost.config"
+        ghost.write_text('model_config_list {\n  # name: "mlp" (a comment, not a model)\n'
+                         '  config { name: "ghost" base_path: "/models/ghost" model_platform: "tensorflow" }\n}\n')
+        assert check(TFS_CONFIG=str(ghost)) == 1  # a model the server does not have: unhealthy
+        ghost.write_text(ghost.read_text().replace('name: "ghost"', 'name: "mlp"'))
+        assert check(TFS_CONFIG=str(ghost)) == 0
+    finally:
+        srv.stop()

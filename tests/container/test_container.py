@@ -135,10 +135,15 @@ def _own_model(root: Path) -> Path:
     return root
 
 
-def test_users_own_model_in_single_model_mode_passes_the_healthcheck(stack, docker_client, tmp_path):
+@pytest.mark.parametrize("how", ["env", "args"])
+def test_users_own_model_in_single_model_mode_passes_the_healthcheck(stack, docker_client, tmp_path, how):
+    """MODEL_NAME=triple, or `--model_name=triple --model_base_path=...` arguments (the official image accepts
+    both; the healthcheck reads the server's command line, last flag wins)."""
     root = _own_model(tmp_path / "models")
     rest = free_port()
-    c = docker_client.containers.run(stack.image, detach=True, environment={"MODEL_NAME": "triple"},
+    kw = ({"environment": {"MODEL_NAME": "triple"}} if how == "env" else
+          {"command": ["--model_name=triple", "--model_base_path=/models/triple"]})
+    c = docker_client.containers.run(stack.image, detach=True, **kw,
                                      volumes={str(root): {"bind": "/models", "mode": "ro"},
                                               str(Path(__file__).resolve().parents[2] / "docker" / "healthcheck.sh"):
                                                   {"bind": "/healthcheck.sh", "mode": "ro"}},
