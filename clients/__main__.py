@@ -145,6 +145,18 @@ def _config_path(args) -> str:
     raise SystemExit("no --config given and neither run/models.config nor serving/models.config exists")
 
 
+def _replicas(args, client) -> list:
+    """The other servers the change must reach: --replica targets and a compose service's containers."""
+    from clients import GrpcClient
+    from clients.rollout import docker_replicas
+
+    targets = list(args.replica or [])
+    if args.docker_service:
+        targets += docker_replicas(args.docker_service)
+    return [GrpcClient(t, timeout=args.timeout, tls=client.tls) for t in targets
+            if t != client.target]
+
+
 def cmd_label(args):
     from clients.rollout import promote, set_labels
 
@@ -160,9 +172,11 @@ def cmd_label(args):
                 if not eq or not v.strip().isdigit():
                     raise SystemExit(f"error: expected LABEL=VERSION (a version number), got {item!r}")
                 labels[k] = int(v)
-            new = set_labels(_config_path(args), client, args.model, labels, log=log)
+            new = set_labels(_config_path(args), client, args.model, labels, replicas=_replicas(args, client),
+                             log=log)
         else:
-            new = promote(_config_path(args), client, args.model, args.mapping[0], args.mapping[1], log=log)
+            new = promote(_config_path(args), client, args.model, args.mapping[0], args.mapping[1],
+                          replicas=_replicas(args, client), log=log)
     except ServingClientError as e:
         raise SystemExit(f"error: {e.code}: {e.message}") from None
     except KeyError as e:
@@ -279,7 +293,12 @@ def main(argv=None) -> int:
     sp.add_argument("action", choices=["set", "promote"], help="set LABEL=VERSION..., or promote SOURCE TARGET")
     sp.add_argument("model", help="model name")
     sp.add_argument("mapping", nargs="+", help="LABEL=VERSION pairs (set) or SOURCE TARGET labels (promote)")
-    sp.add_argument("--config", help="the models.config the server runs on (default run/ or serving/)")
+    sp.add_argument("--config", help="the models.config the server runs on (default run/ or serving/); when it "
+                                     "was rendered from a template, the template is edited too")
+    sp.add_argument("--replica", action="append", metavar="HOST:PORT",
+                    help="another replica's gRPC address to reload and verify (repeatable)")
+    sp.add_argument("--docker-service", metavar="[PROJECT/]SERVICE",
+                    help="reload and verify every running container of this compose service (docker SDK)")
     sp.set_defaults(fn=cmd_label)
     sp = sub.add_parser("ab", help="weighted, sticky A/B traffic across labels (gRPC, or REST with --rest)",
                         description="Send --requests predicts, each from one of --users simulated users; a user "

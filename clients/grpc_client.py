@@ -27,6 +27,7 @@ class GrpcClient(ClientBase):
                  backoff: float = 0.05, metadata_ttl: float = 10.0, tensor_content: bool = True,
                  tls: TlsFiles | None = None):
         self.target = target
+        self.tls = tls
         self.timeout = timeout
         super().__init__(retries=retries, backoff=backoff, metadata_ttl=metadata_ttl)
         self.tensor_content = tensor_content

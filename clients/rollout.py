@@ -1,43 +1,76 @@
-"""Switch version labels through a config reload, the way TF Serving allows it.
+"""Switch version labels through a config reload, the way TF Serving allows it, on every replica.
 
 TF Serving only lets a label point at an AVAILABLE version (unless the server runs with
 --allow_version_labels_for_unavailable_models, and even then an existing label can only move to an
 AVAILABLE version). So a move is done in up to two steps: first make sure the target version is in the
-model's version policy and AVAILABLE, then move the label. Each step rewrites the config file atomically
-(the server may be polling it) and sends `HandleReloadConfigRequest`; the tool then waits until the
-server resolves every label to its new version.
+model's version policy and AVAILABLE, then move the label.
+
+Where the change is written decides whether it lasts. Each step edits only the model's entry (comments and
+the rest of the file stay) of the config the servers run on *and* of its source of truth: a config rendered
+by `python -m export.serve_config` (`make serve`'s run/models.config) names its template in its first line,
+and every re-render starts from that template, so the template is edited too. Then every replica given is
+sent `HandleReloadConfigRequest` (the others pick the file up at their next config poll), and the tool
+reports success only once every replica resolves every label to its new version; replicas that did not
+converge are named, and the previous config files are restored and reloaded.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from clients.base import ServingClientError
 from clients.grpc_client import GrpcClient
+from serving.wire.config_text import update_model
 
 ModelServerConfig = model_server_config_pb2.ModelServerConfig
+
+
+_RENDERED = re.compile(r"^# Rendered from (.+?) by python -m export\.serve_config")
+_GENERATED = re.compile(r"^# Generated from the model directories under (.+?) by python -m export\.serve_config")
 
 
 def read_config(path: str | os.PathLike) -> ModelServerConfig:
     return text_format.Parse(Path(path).read_text(), ModelServerConfig())
 
 
-def write_config(path: str | os.PathLike, cfg: ModelServerConfig) -> None:
+def write_text(path: str | os.PathLike, text: str) -> None:
     """Write to a temporary file in the same directory and rename: a poller never reads half a file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as fh:
-        fh.write(text_format.MessageToString(cfg))
+        fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
+    os.chmod(tmp, 0o644)  # readable by the server, also inside a container
     os.replace(tmp, path)
+
+
+def config_files(config_path: str | os.PathLike) -> list[Path]:
+    """Where a label or policy change must be written to outlive restarts and re-renders: the config the
+    servers run on, and the template it was rendered from (the source of truth) when it was rendered."""
+    path = Path(config_path)
+    first = path.read_text().split("\n", 1)[0]
+    if m := _GENERATED.match(first):
+        raise ServingClientError(
+            "FAILED_PRECONDITION",
+            f"{path} is generated from the model directories under {m.group(1)} and rewritten by every "
+            "`make serve` / `make render-config`, so a label written there would be lost: serve a config of your "
+            "own (make serve MODEL_CONFIG=FILE) and label in it")
+    if m := _RENDERED.match(first):
+        source = Path(m.group(1))
+        if not source.is_file():
+            raise ServingClientError("FAILED_PRECONDITION", f"{path} was rendered from {source}, which is gone: "
+                                     "re-render it (make render-config) or pass --config with the source file")
+        return [path, source]
+    return [path]
 
 
 def _model(cfg: ModelServerConfig, name: str):
@@ -102,13 +135,17 @@ def _await_versions(client: GrpcClient, model: str, versions: list[int], timeout
 
 
 def set_labels(config_path: str | os.PathLike, client: GrpcClient, model: str, labels: dict[str, int], *,
-               timeout: float = 120.0, appear_timeout: float = 15.0,
+               replicas: Sequence[GrpcClient] = (), timeout: float = 120.0, appear_timeout: float = 15.0,
                log: Callable[[str], None] = lambda s: None) -> dict[str, int]:
-    """Point `labels` at their versions (other labels of the model are kept); returns the new mapping.
+    """Point `labels` at their versions (other labels of the model are kept) on `client`'s server and on every
+    replica; returns the new mapping.
 
-    Validated before anything is written; if a step fails, the previous config file is restored and
-    reloaded, so a bad request never leaves a label on a version that does not exist."""
-    original_text = Path(config_path).read_text()
+    Validated before anything is written; if a step fails or a replica does not converge within `timeout`,
+    the previous config files are restored and reloaded, so a bad request never leaves a label on a version
+    that does not exist, nor replicas that disagree."""
+    files = config_files(config_path)
+    originals = {f: f.read_text() for f in files}
+    servers = list({c.target: c for c in (client, *replicas)}.values())
     cfg = read_config(config_path)
     m = _model(cfg, model)
     for k, v in labels.items():
@@ -130,41 +167,98 @@ def set_labels(config_path: str | os.PathLike, client: GrpcClient, model: str, l
                                  f"<base_path>/{absent[0]}/) (the previous config was restored)")
     try:
         if missing:
-            m.model_version_policy.specific.versions.extend(v for v in missing
-                                                            if v not in m.model_version_policy.specific.versions)
+            def pin(entry) -> None:
+                entry.model_version_policy.specific.versions.extend(
+                    v for v in missing if v not in entry.model_version_policy.specific.versions)
+
             log(f"step 1/2: adding version(s) {missing} of {model} to its policy and waiting until AVAILABLE")
-            write_config(config_path, cfg)
-            client.reload_config(cfg)
-            _await_versions(client, model, missing, timeout, appear_timeout)
+            _change(files, config_path, servers, model, pin)
+            for s in servers:
+                _await_versions(s, model, missing, timeout, appear_timeout)
         new = dict(m.version_labels)
         new.update(labels)
-        m.ClearField("version_labels")
-        for k, v in sorted(new.items()):
-            m.version_labels[k] = v
-        log(f"{'step 2/2: ' if missing else ''}setting labels {labels} on {model}")
-        write_config(config_path, cfg)
-        client.reload_config(cfg)
-        _wait(lambda: all(_resolves(client, model, k, v) for k, v in labels.items()), timeout,
-              f"labels {labels} to resolve")
+
+        def relabel(entry) -> None:
+            entry.ClearField("version_labels")
+            for k, v in sorted(new.items()):
+                entry.version_labels[k] = v
+
+        log(f"{'step 2/2: ' if missing else ''}setting labels {labels} on {model} "
+            f"({', '.join(str(f) for f in files)}; {len(servers)} server(s))")
+        _change(files, config_path, servers, model, relabel)
+        _converge(servers, model, labels, timeout, log)
         return new
     except (ServingClientError, TimeoutError) as e:
-        _restore(config_path, original_text, client, log)
+        _restore(originals, config_path, servers, log)
         if isinstance(e, ServingClientError):
             raise ServingClientError(e.code, f"{e.message} (the previous config was restored)", e.http_status) \
                 from None
         raise ServingClientError("DEADLINE_EXCEEDED", f"{e} (the previous config was restored)") from None
 
 
-def _restore(config_path: str | os.PathLike, text: str, client: GrpcClient, log: Callable[[str], None]) -> None:
-    path = Path(config_path)
-    tmp = path.with_name(f".{path.name}.restore")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _change(files: list[Path], config_path, servers: list[GrpcClient], model: str, edit) -> None:
+    """Edit the model's entry in every file (the served one first), then reload every server."""
+    for f in files:
+        write_text(f, update_model(f.read_text(), model, edit))
+    _reload_all(servers, read_config(config_path))
+
+
+def _reload_all(servers: list[GrpcClient], cfg: ModelServerConfig) -> None:
+    failed = []
+    for s in servers:
+        try:
+            s.reload_config(cfg)
+        except ServingClientError as e:
+            failed.append(f"{s.target}: {e.code}: {e.message}")
+            code = e.code
+    if failed:
+        raise ServingClientError(code, "reload failed on " + "; ".join(failed))
+
+
+def _converge(servers: list[GrpcClient], model: str, labels: dict[str, int], timeout: float,
+              log: Callable[[str], None]) -> None:
+    """Until every server resolves every label to its new version; names the ones that did not."""
+    deadline = time.monotonic() + timeout
+    pending = list(servers)
+    while pending:
+        pending = [s for s in pending if not all(_resolves(s, model, k, v) for k, v in labels.items())]
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            raise ServingClientError("DEADLINE_EXCEEDED", f"{len(pending)} of {len(servers)} replica(s) did not "
+                                     f"converge on {labels} within {timeout:.0f}s: "
+                                     + ", ".join(s.target for s in pending))
+        time.sleep(0.1)
+    log(f"all {len(servers)} server(s) resolve {labels}: " + ", ".join(s.target for s in servers))
+
+
+def _restore(originals: dict[Path, str], config_path, servers: list[GrpcClient], log: Callable[[str], None]) -> None:
+    for path, text in originals.items():
+        write_text(path, text)
     try:
-        client.reload_config(text_format.Parse(text, ModelServerConfig()))
-        log(f"restored {config_path} and reloaded it")
+        _reload_all(servers, read_config(config_path))
+        log(f"restored {', '.join(str(p) for p in originals)} and reloaded them")
     except ServingClientError as e:
-        log(f"restored {config_path}; reloading it failed: {e.message}")
+        log(f"restored {', '.join(str(p) for p in originals)}; reloading failed: {e.message}")
+
+
+def docker_replicas(service: str, port: int = 8500) -> list[str]:
+    """gRPC targets (container address:port) of the running containers of a compose service
+    (`SERVICE` or `PROJECT/SERVICE`), found through the Docker engine (the docker SDK)."""
+    import docker
+
+    project, _, name = service.rpartition("/")
+    filters = {"label": [f"com.docker.compose.service={name}"], "status": "running"}
+    if project:
+        filters["label"].append(f"com.docker.compose.project={project}")
+    targets = []
+    for c in docker.from_env().containers.list(filters=filters):
+        ips = [n["IPAddress"] for n in c.attrs["NetworkSettings"]["Networks"].values() if n.get("IPAddress")]
+        if ips:
+            targets.append(f"{ips[0]}:{port}")
+    if not targets:
+        raise ServingClientError("NOT_FOUND", f"no running container of the compose service {service!r}")
+    return sorted(targets)
 
 
 def promote(config_path: str | os.PathLike, client: GrpcClient, model: str, source: str = "canary",

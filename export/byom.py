@@ -157,19 +157,19 @@ def publish_saved_model(src: str | os.PathLike, base_path: str | os.PathLike, na
 
 
 def config_with(config_text: str, name: str, base_path: str) -> str:
-    """`config_text` with an entry for `name`: added, or its base path updated (policy and labels kept)."""
-    from google.protobuf import text_format
+    """`config_text` with an entry for `name`: added, or its base path updated (policy and labels kept); every
+    other line of the file (comments, layout, the other entries) stays as it was."""
     from tensorflow_serving.config import model_server_config_pb2
 
-    cfg = text_format.Parse(config_text, model_server_config_pb2.ModelServerConfig())
-    for m in cfg.model_config_list.config:
-        if m.name == name:
-            if m.base_path == base_path:
+    from serving.wire.config_text import add_model, entries, update_model
+
+    for entry in entries(config_text):
+        if entry.model.name == name:
+            if entry.model.base_path == base_path:
                 return config_text
-            m.base_path = base_path
-            return text_format.MessageToString(cfg)
-    cfg.model_config_list.config.add(name=name, base_path=base_path, model_platform="tensorflow")
-    return text_format.MessageToString(cfg)
+            return update_model(config_text, name, lambda m: setattr(m, "base_path", base_path))
+    return add_model(config_text, model_server_config_pb2.ModelConfig(name=name, base_path=base_path,
+                                                                      model_platform="tensorflow"))
 
 
 # ---------------------------------------------------------------------------------------------- inspect

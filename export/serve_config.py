@@ -42,15 +42,24 @@ def rendered(template: Path, base: Path) -> tuple[str, list[str]]:
     return text, missing
 
 
+RENDERED_FROM = "# Rendered from {source} by python -m export.serve_config: edit that file, not this one (labels\n" \
+                "# and version policies included; `python -m clients label` edits both). This file is rewritten.\n"
+GENERATED_FROM = "# Generated from the model directories under {base} by python -m export.serve_config (the\n" \
+                 "# template names models that are not there). This file is rewritten: to keep labels or policies,\n" \
+                 "# serve a config of your own (make serve MODEL_CONFIG=FILE).\n"
+
+
 def choose(template: Path, base: Path, forced: bool) -> tuple[str, str]:
-    """(config text, one line saying where it came from)."""
+    """(config text with a header naming its source of truth, one line saying where it came from)."""
     text, missing = rendered(template, base)
+    header = RENDERED_FROM.format(source=template.resolve())
     if forced or not missing:
-        return text, f"using {template}" + (f" (missing under {base}: {', '.join(missing)})" if missing else "")
+        return header + text, f"using {template}" + (f" (missing under {base}: {', '.join(missing)})"
+                                                     if missing else "")
     found = model_dirs(base)
     if not found:
-        return text, f"no model directories under {base}; using {template} anyway"
-    return (text_format.MessageToString(generated(base)),
+        return header + text, f"no model directories under {base}; using {template} anyway"
+    return (GENERATED_FROM.format(base=base.resolve()) + text_format.MessageToString(generated(base)),
             f"{template} names models not under {base} ({', '.join(missing)}): using a config generated from "
             f"{base} instead: {', '.join(found)} (latest version of each; MODEL_CONFIG=FILE to choose)")
 

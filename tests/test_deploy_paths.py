@@ -160,3 +160,68 @@ def test_healthcheck_reads_what_the_server_was_started_with(zoo, tmp_path):
         assert check(TFS_CONFIG=str(ghost)) == 0
     finally:
         srv.stop()
+
+
+# ------------------------------------------------------------------------------------------- labels: one source
+
+def test_a_label_change_survives_re_renders_and_keeps_the_template_as_it_was(zoo, tmp_path):
+    """`label promote` on the rendered config (`make serve`'s run/models.config) edits its template too, only
+    in the model's entry: a re-render (`make render-config`, `make serve`) no longer undoes it."""
+    import difflib
+    import time
+
+    from tests.conftest import REPO
+    from tests.inprocess import run_main
+
+    base, _ = zoo
+    template = tmp_path / "serving" / "models.config"
+    template.parent.mkdir()
+    template.write_text((REPO / "serving" / "models.config").read_text())
+    rendered = tmp_path / "run" / "models.config"
+
+    def render():
+        r = run_main("export.serve_config", ["--models", str(base), "--template", str(template), "--out",
+                                             str(rendered)])
+        assert r.returncode == 0, r.stderr
+
+    render()
+    before = template.read_text()
+    srv = InProcessServer([f"--model_config_file={rendered}", "--model_config_file_poll_wait_seconds=1",
+                           "--allow_version_labels_for_unavailable_models", "--prefer_tflite_model=true"], rest=False)
+    srv.wait_ready()
+    try:
+        from clients import GrpcClient
+
+        with GrpcClient(srv.grpc_target, retries=0) as c:
+            assert c.metadata("mlp", label="stable")["version"] == 1
+            r = run_main("clients", ["--grpc-target", srv.grpc_target, "label", "promote", "mlp", "canary", "stable",
+                                     "--config", str(rendered)])
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert c.metadata("mlp", label="stable")["version"] == 2
+            changed = [ln for ln in difflib.unified_diff(before.splitlines(), template.read_text().splitlines(),
+                                                         lineterm="", n=0) if ln[:1] in "+-"]
+            assert changed == ["--- ", "+++ ", '-    version_labels { key: "stable" value: 1 }',
+                               '+    version_labels { key: "stable" value: 2 }'], changed
+            render()  # make render-config / make stop; make serve
+            assert 'version_labels { key: "stable" value: 2 }' in rendered.read_text()
+            deadline = time.monotonic() + 3  # three config polls of the server: stable stays on 2
+            while time.monotonic() < deadline:
+                assert c.metadata("mlp", label="stable")["version"] == 2
+    finally:
+        srv.stop()
+
+
+def test_the_label_tool_refuses_a_generated_config_whose_labels_would_be_lost(tmp_path):
+    from clients.base import ServingClientError
+    from clients.rollout import config_files
+    from export.serve_config import GENERATED_FROM, RENDERED_FROM
+
+    cfg = tmp_path / "models.config"
+    cfg.write_text(GENERATED_FROM.format(base=tmp_path) + "model_config_list {}\n")
+    with pytest.raises(ServingClientError, match="serve a config of your own"):
+        config_files(cfg)
+    cfg.write_text(RENDERED_FROM.format(source=tmp_path / "gone.config") + "model_config_list {}\n")
+    with pytest.raises(ServingClientError, match="which is gone"):
+        config_files(cfg)
+    (tmp_path / "gone.config").write_text("model_config_list {}\n")
+    assert config_files(cfg) == [cfg, tmp_path / "gone.config"]
