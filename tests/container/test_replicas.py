@@ -1,0 +1,101 @@
+"""Several replicas (compose --scale): a label flip with the project's tool reaches every one of them under
+traffic, with no failed request, and the tool reports success only once every replica answers the new label."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from tests.server_util import free_port
+
+pytestmark = pytest.mark.container
+REPLICAS = 3
+PROJECT = "tfsb-replicas"
+
+
+class _PerReplica:
+    """One client per replica predicting `mlp` by label `stable`; counts answers by version, and failures."""
+
+    def __init__(self, targets: list[str]):
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        from tests.test_grpc_integration import predict_request
+
+        self.req = predict_request("mlp", {"x": np.ones((1, 10), np.float32)}, label="stable")
+        self.channels = {t: grpc.insecure_channel(t) for t in targets}
+        self.stubs = {t: prediction_service_pb2_grpc.PredictionServiceStub(c) for t, c in self.channels.items()}
+        self.versions: dict[str, list[int]] = {t: [] for t in targets}
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(t,), daemon=True) for t in targets]
+
+    def _run(self, target: str) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                self.versions[target].append(self.stubs[target].Predict(self.req, timeout=10).model_spec.version.value)
+            except grpc.RpcError as e:
+                self.failures.append(f"{target}: {e.code().name}: {e.details()}")
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
+        for c in self.channels.values():
+            c.close()
+
+
+def test_a_label_flip_reaches_every_replica_under_traffic(stack, tmp_path):
+    from clients import GrpcClient
+    from clients.rollout import docker_replicas
+    from tests.container.stack import REPO, compose
+    from tests.inprocess import run_main
+
+    cfg = tmp_path / "config"
+    cfg.mkdir()
+    for name in ("models.config", "batching.config", "monitoring.config"):
+        shutil.copy(REPO / "serving" / name, cfg / name)
+    os.chmod(cfg, 0o755)
+    env = {"TFS_IMAGE": stack.image, "MODELS_DIR": stack.models, "CONFIG_DIR": str(cfg),
+           "GRPC_PORT": str(free_port()), "REST_PORT": str(free_port())}
+    try:
+        r = compose("--profile", "replicas", "up", "-d", "--wait", "--wait-timeout", "240", "--scale",
+                    f"tfserving-replica={REPLICAS}", "tfserving-replica", env=env, project=PROJECT, check=False)
+        assert r.returncode == 0, r.stdout
+        targets = docker_replicas(f"{PROJECT}/tfserving-replica")
+        assert len(targets) == REPLICAS
+        with _PerReplica(targets) as traffic:
+            while min(len(v) for v in traffic.versions.values()) < 20:
+                time.sleep(0.05)
+            assert {v for vs in traffic.versions.values() for v in vs} == {1}
+            t0 = time.monotonic()
+            r = run_main("clients", ["--grpc-target", targets[0], "label", "promote", "mlp", "canary", "stable",
+                                     "--config", str(cfg / "models.config"),
+                                     "--docker-service", f"{PROJECT}/tfserving-replica"])
+            took = time.monotonic() - t0
+            assert r.returncode == 0, r.stdout + r.stderr
+            marks = {t: len(v) for t, v in traffic.versions.items()}
+            while min(len(v) - marks[t] for t, v in traffic.versions.items()) < 20:
+                time.sleep(0.05)
+        assert traffic.failures == [], traffic.failures[:5]
+        assert took < 5, took  # within the replicas' config poll period (5 s)
+        for t, vs in traffic.versions.items():  # after the tool returned, every replica answers the new version
+            assert set(vs[marks[t]:]) == {2}, (t, vs[marks[t]:])
+        for t in targets:
+            with GrpcClient(t, retries=0) as c:
+                assert c.metadata("mlp", label="stable")["version"] == 2
+        assert 'version_labels { key: "stable" value: 2 }' in (cfg / "models.config").read_text()
+    finally:
+        print(compose("--profile", "replicas", "logs", "--no-color", "--tail", "20", env=env, project=PROJECT,
+                      check=False).stdout[-3000:])
+        compose("--profile", "replicas", "down", "-t", "10", env=env, project=PROJECT, check=False)
