@@ -1,14 +1,17 @@
 """Bring your own model: publish any SavedModel directory as the next version of a model, and inspect one.
 
-    python -m export.byom inspect PATH
+    python -m export.byom inspect PATH [--name NAME]
     python -m export.byom publish PATH --name NAME [--base-path models] [--version N]
-                                  [--sample SIGNATURE='{"x": [[1.0, 2.0]]}'] [--config FILE [--dry-run]]
+                                  [--sample SIGNATURE='<TF Serving REST body>' ...] [--skip-signature NAME ...]
+                                  [--config FILE [--dry-run]]
 
 `publish` gives a model of your own (Keras 3 `model.export`, `tf.saved_model.save`, a TF1 builder export) the
 demo zoo's guarantees: the directory is copied into a hidden directory next to the versions, loaded with the
-*server's* loader, every signature is run on the sample inputs you give (or on generated ones), warmup
-requests are written from them, and only then is it renamed into place as `<base>/<name>/<N>`. With
-`--config` the model's entry is added to a models.config (`--dry-run` prints the diff instead).
+*server's* loader, every signature is run on the sample inputs you give (TF Serving's own REST bodies:
+`instances`, `inputs`, b64 strings, `examples`) or on inputs generated from what it declares, warmup requests
+are written from them, and only then is it renamed into place as `<base>/<name>/<N>`. With `--config` the
+model's entry is added to a models.config (`--dry-run` prints the diff instead). PATH may also be a base
+directory holding numbered versions: its latest version is used, and the tool says so.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
-from export.publish import Published, PublishError, commit, example_log, staging, write_warmup
-from export.zoo import CLASSIFY, REGRESS
+from export.publish import Published, PublishError, commit, example_log, staging, version_number, write_warmup
+from export.samples import (candidates, example_candidates, example_json, from_request_body, parse_spec,
+                            serialize_examples, takes_examples)
 
 
 def _signatures(path: Path, tags=("serve",)):
@@ -33,70 +38,29 @@ def _signatures(path: Path, tags=("serve",)):
     return SavedModelServable(path, tags)
 
 
-def _generated(dtype: int, shape: list[int]) -> np.ndarray:
-    """A small valid input: unknown dims become 1; numbers 0.5 / 1, strings b"a", bools True."""
-    from serving.wire.tensor_proto import DT, NP_DTYPE
-
-    dims = [1 if d < 0 else d for d in shape] if shape is not None else [1]
-    if dtype == DT.DT_STRING:
-        return np.full(dims, b"a", dtype=object)
-    npd = NP_DTYPE[dtype]
-    return np.full(dims, True if npd.kind == "b" else (0.5 if npd.kind in "fc" else 1), dtype=npd)
-
-
-def _shape(ti) -> list[int] | None:
-    return None if ti.tensor_shape.unknown_rank else [d.size for d in ti.tensor_shape.dim]
-
-
-def sample_inputs(servable, given: dict[str, dict]) -> dict[str, dict[str, np.ndarray]]:
-    """Per predict-style signature: the user's sample (JSON lists, cast to the signature's dtypes) or one
-    generated from the declared dtypes and shapes."""
-    from serving.wire.tensor_proto import DT, NP_DTYPE
-
-    out = {}
-    for name, sig in servable.signatures.items():
-        if name.startswith("__") or sig.method_name in (CLASSIFY, REGRESS):
-            continue
-        sd = sig.sigdef
-        if name in given:
-            out[name] = {}
-            for alias, ti in sd.inputs.items():
-                if alias not in given[name]:
-                    raise PublishError(f"sample for signature {name!r} lacks input {alias!r}")
-                value = given[name][alias]
-                if ti.dtype == DT.DT_STRING:
-                    arr = np.array(value, dtype=object)
-                    arr = np.vectorize(lambda v: v.encode() if isinstance(v, str) else v, otypes=[object])(arr)
-                else:
-                    arr = np.asarray(value, dtype=NP_DTYPE[ti.dtype])
-                out[name][alias] = arr
-        else:
-            out[name] = {alias: _generated(ti.dtype, _shape(ti)) for alias, ti in sd.inputs.items()}
-    return out
+def resolve(path: str | os.PathLike, say: Callable[[str], None]) -> Path:
+    """A SavedModel directory, or a base directory's latest numbered version (said so); else PublishError."""
+    p = Path(path)
+    if (p / "saved_model.pb").is_file():
+        return p
+    found = sorted((version_number(n), n) for n in (os.listdir(p) if p.is_dir() else [])
+                   if version_number(n) is not None and (p / n / "saved_model.pb").is_file())
+    if not found:
+        raise PublishError(f"{p} is not a SavedModel directory (no saved_model.pb) nor a base path holding "
+                           "numbered versions")
+    latest = p / found[-1][1]
+    say(f"{p} is a base path: using its latest version, {latest}")
+    return latest
 
 
-def _example_inputs(given: dict, name: str) -> list[bytes]:
-    from tensorflow.core.example import example_pb2
-
-    rows = given.get(name, {}).get("examples", [{}])
-    out = []
-    for row in rows:
-        ex = example_pb2.Example()
-        for k, v in row.items():
-            vals = v if isinstance(v, list) else [v]
-            f = ex.features.feature[k]
-            if all(isinstance(x, str) for x in vals):
-                f.bytes_list.value.extend(x.encode() for x in vals)
-            elif all(isinstance(x, int) for x in vals):
-                f.int64_list.value.extend(vals)
-            else:
-                f.float_list.value.extend(float(x) for x in vals)
-        out.append(ex.SerializeToString())
-    return out
+def _signature_map(servable) -> dict:
+    return {n: s for n, s in servable.signatures.items() if not n.startswith("__")}
 
 
-def check_and_warmup(path: Path, name: str, given: dict) -> list:
-    """Load `path` with the server's loader, run every signature, return the warmup PredictionLogs."""
+def check_and_warmup(path: Path, name: str, given: dict[str, Any], skip: frozenset[str] = frozenset(),
+                     warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> list:
+    """Load `path` with the server's loader, run every signature (on its sample, or on generated inputs until
+    one runs), return the warmup PredictionLogs."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     from serving.wire.tensor_proto import from_numpy
@@ -107,35 +71,45 @@ def check_and_warmup(path: Path, name: str, given: dict) -> list:
         raise PublishError(f"the SavedModel does not load in the server: {e}") from e
     logs = []
     try:
-        samples = sample_inputs(servable, given)
-        for sig_name, sig in sorted(servable.signatures.items()):
-            if sig_name.startswith("__"):
+        sigs = _signature_map(servable)
+        unknown = sorted((set(given) | set(skip)) - set(sigs))
+        if unknown:
+            raise PublishError(f"{unknown[0]!r} (in --sample/--skip-signature) is not a signature of this "
+                               f"SavedModel; its signatures: {', '.join(sorted(sigs))}")
+        features = parse_spec(servable.meta_graph)
+        for sig_name, sig in sorted(sigs.items()):
+            if sig_name in skip:
+                warn(f"warning: signature {sig_name!r} skipped (--skip-signature): not checked, no warmup record")
                 continue
             spec = model_pb2.ModelSpec(name=name, signature_name=sig_name)
-            if sig.method_name in (CLASSIFY, REGRESS):
-                blobs = _example_inputs(given, sig_name)
-                (alias,) = list(sig.inputs) or ["inputs"]
+            if sig_name in given:
+                attempts = [from_request_body(given[sig_name], sig)]
+            else:  # Examples first where Classify/Regress would send them, then tensors as declared
+                attempts = [("examples", serialize_examples(rows)) for rows in example_candidates(features)
+                            if takes_examples(sig)] + [("tensors", feeds) for feeds in candidates(sig, features)]
+            errors = []
+            for kind, value in attempts:
                 try:
-                    servable.run({sig.inputs[alias].name: np.array(blobs, dtype=object)},
-                                 [sig.outputs[o].name for o in sig.output_order])
-                except Exception as e:  # noqa: BLE001
-                    raise PublishError(f"signature {sig_name!r} ({sig.method_name}) failed on the sample examples "
-                                       f"{given.get(sig_name, {}).get('examples', [{}])}: {e}; pass "
-                                       f"--sample {sig_name}='{{\"examples\": [{{...}}]}}'") from e
-                logs.append(example_log(spec, sig.method_name, blobs))
-                continue
-            feeds = samples[sig_name]
-            try:
-                outputs = servable.run_signature(sig, dict(feeds), sig.output_order)
-            except Exception as e:  # noqa: BLE001
-                raise PublishError(f"signature {sig_name!r} failed on its sample inputs "
-                                   f"{ {k: v.tolist() for k, v in feeds.items()} }: {e}") from e
-            if set(outputs) != set(sig.outputs):
-                raise PublishError(f"signature {sig_name!r}: outputs {sorted(outputs)}, declared {sorted(sig.outputs)}")
-            req = predict_pb2.PredictRequest(model_spec=spec)
-            for alias, arr in feeds.items():
-                req.inputs[alias].CopyFrom(from_numpy(arr, sig.inputs[alias].dtype))
-            logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=req)))
+                    if kind == "examples":
+                        _run_examples(servable, sig, value)
+                        logs.append(example_log(spec, sig.method_name, value))
+                    else:
+                        outputs = servable.run_signature(sig, dict(value), sig.output_order)
+                        if set(outputs) != set(sig.outputs):
+                            raise PublishError(f"outputs {sorted(outputs)}, declared {sorted(sig.outputs)}")
+                        req = predict_pb2.PredictRequest(model_spec=spec)
+                        for alias, arr in value.items():
+                            req.inputs[alias].CopyFrom(from_numpy(arr, sig.inputs[alias].dtype))
+                        logs.append(prediction_log_pb2.PredictionLog(
+                            predict_log=prediction_log_pb2.PredictLog(request=req)))
+                    break
+                except Exception as e:  # noqa: BLE001 - the next candidate, or the error below
+                    errors.append(e)
+            else:
+                what = "its --sample" if sig_name in given else f"any of {len(attempts)} generated input(s)"
+                raise PublishError(f"signature {sig_name!r} ({sig.method_name or 'no method'}) failed on {what}: "
+                                   f"{_first_line(errors[0])}; pass --sample {sig_name}='<TF Serving REST body>' "
+                                   f"or --skip-signature {sig_name}")
     finally:
         servable.close()
     if not logs:
@@ -143,15 +117,21 @@ def check_and_warmup(path: Path, name: str, given: dict) -> list:
     return logs
 
 
+def _first_line(e: BaseException) -> str:
+    text = getattr(e, "message", None) or str(e)  # TensorFlow's errors carry the op's message there
+    return (str(text).strip().splitlines() or [type(e).__name__])[0]
+
+
 def publish_saved_model(src: str | os.PathLike, base_path: str | os.PathLike, name: str, *,
-                        version: int | None = None, samples: dict | None = None) -> Published:
+                        version: int | None = None, samples: dict | None = None,
+                        skip: frozenset[str] = frozenset()) -> Published:
     """Copy, load with the server's loader, run, write warmup, publish atomically as the next version."""
     src = Path(src)
     if not (src / "saved_model.pb").is_file():
         raise PublishError(f"{src} is not a SavedModel directory (no saved_model.pb)")
     with staging(base_path, name) as tmp:
         shutil.copytree(src, tmp)
-        logs = check_and_warmup(tmp, name, samples or {})
+        logs = check_and_warmup(tmp, name, samples or {}, skip)
         write_warmup(tmp, logs)
         return commit(tmp, name, version)
 
@@ -174,38 +154,105 @@ def config_with(config_text: str, name: str, base_path: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- inspect
 
+_INLINE_MAX = 16  # values inlined in an example request; larger inputs get a generator snippet
+
+
+def _json_value(arr: np.ndarray) -> Any:
+    """An example input as TF Serving's JSON: strings as text, binary (a serialized tf.Example) as b64."""
+    import base64
+
+    def one(v):
+        if isinstance(v, bytes):
+            try:
+                text = v.decode("utf-8")
+                if text.isprintable():
+                    return text
+            except UnicodeDecodeError:
+                pass
+            return {"b64": base64.b64encode(v).decode()}
+        return v
+
+    return np.vectorize(one, otypes=[object])(arr).tolist() if arr.dtype == object else arr.tolist()
+
+
+def _generator(arr: np.ndarray) -> str:
+    """Python that builds a large all-equal input without pasting it: `[[0.5] * 3] * 224`."""
+    expr = json.dumps(arr.flat[0].item())
+    for d in reversed(arr.shape):
+        expr = f"[{expr}] * {d}"
+    return expr
+
+
+def _runs(servable, sig, feeds) -> bool:
+    try:
+        servable.run_signature(sig, dict(feeds), sig.output_order)
+        return True
+    except Exception:  # noqa: BLE001 - try the next candidate
+        return False
+
+
+def _run_examples(servable, sig, blobs: list[bytes]) -> None:
+    """Feed serialized tf.Examples to the signature's one input, as TF Serving's Classify/Regress do."""
+    (alias,) = list(sig.inputs)
+    servable.run({sig.inputs[alias].name: np.array(blobs, dtype=object)},
+                 [sig.outputs[o].name for o in sig.output_order])
+
+
+def _runs_examples(servable, sig, blobs: list[bytes]) -> bool:
+    try:
+        _run_examples(servable, sig, blobs)
+        return True
+    except Exception:  # noqa: BLE001 - not an Example input after all
+        return False
+
+
 def describe(path: str | os.PathLike, name: str = "MODEL") -> str:
-    """Signatures plus, for each, the REST body and the gRPC call it expects, ready to paste."""
+    """Signatures plus, for each, a REST body and a gRPC call that the server accepts, short enough to paste:
+    inputs generated as `publish` generates them (the first that runs), real feature names for tf.Example
+    inputs, a generator snippet for large shapes, and no REST body for a signature without inputs (TF
+    Serving's JSON API cannot call one)."""
     from serving.wire.tensor_proto import dtype_name
 
     servable = _signatures(Path(path))
+    rest, grpc = "localhost:8501/v1/models/" + name, "GrpcClient('localhost:8500')"
     try:
-        samples = sample_inputs(servable, {})
+        features = parse_spec(servable.meta_graph)
         lines = [f"SavedModel {path}"]
-        for sig_name, sig in sorted(servable.signatures.items()):
-            if sig_name.startswith("__"):
-                continue
+        for sig_name, sig in sorted(_signature_map(servable).items()):
             lines.append(f"\nsignature {sig_name!r}  method: {sig.method_name}")
             for kind, m in (("input ", sig.sigdef.inputs), ("output", sig.sigdef.outputs)):
                 for alias in sorted(m):
                     ti = m[alias]
-                    shp = _shape(ti)
-                    lines.append(f"  {kind} {alias:<16} {dtype_name(ti.dtype):<8} "
-                                 f"{'unknown rank' if shp is None else shp}  ({ti.name})")
+                    shp = "unknown rank" if ti.tensor_shape.unknown_rank else [d.size for d in ti.tensor_shape.dim]
+                    lines.append(f"  {kind} {alias:<16} {dtype_name(ti.dtype):<8} {shp}  ({ti.name})")
             sig_field = "" if sig_name == "serving_default" else f'"signature_name": "{sig_name}", '
-            if sig.method_name in (CLASSIFY, REGRESS):
-                verb = "classify" if sig.method_name == CLASSIFY else "regress"
-                lines.append(f"  REST: curl -d '{{{sig_field}\"examples\": [{{\"feature\": 1.0}}]}}' "
-                             f"localhost:8501/v1/models/{name}:{verb}")
-                continue
-            feeds = {k: (v.astype(object).tolist() if v.dtype == object else v.tolist())
-                     for k, v in samples[sig_name].items()}
-            feeds = {k: json.loads(json.dumps(v, default=lambda b: b.decode())) for k, v in feeds.items()}
-            lines.append(f"  REST: curl -d '{{{sig_field}\"inputs\": {json.dumps(feeds)}}}' "
-                         f"localhost:8501/v1/models/{name}:predict")
             sig_arg = "" if sig_name == "serving_default" else f", signature={sig_name!r}"
-            lines.append(f"  gRPC: GrpcClient('localhost:8500').predict({name!r}, "
-                         f"{{{', '.join(f'{k!r}: np.array({json.dumps(v)})' for k, v in feeds.items())}}}{sig_arg})")
+            rows = next((r for r in example_candidates(features) if takes_examples(sig) and
+                         _runs_examples(servable, sig, serialize_examples(r))), None)
+            if rows is not None:
+                verb = "classify" if sig.method_name.endswith("classify") else "regress"
+                lines.append(f"  REST: curl -d '{{{sig_field}\"examples\": {json.dumps(rows)}}}' {rest}:{verb}")
+                lines.append(f"  gRPC: {grpc}.{verb}({name!r}, {rows!r}{sig_arg})")
+                continue
+            if not sig.inputs:
+                lines.append("  REST: none: TF Serving's JSON API cannot call a signature without inputs")
+                lines.append(f"  gRPC: {grpc}.predict({name!r}, {{}}{sig_arg})")
+                continue
+            tried = list(candidates(sig, features))
+            feeds = next((f for f in tried if _runs(servable, sig, f)), tried[0])
+            if sum(a.size for a in feeds.values()) <= _INLINE_MAX:
+                body = {k: _json_value(v) for k, v in feeds.items()}
+                lines.append(f"  REST: curl -d '{{{sig_field}\"inputs\": {json.dumps(body)}}}' {rest}:predict")
+                args = ", ".join(f"{k!r}: np.array({v.tolist()!r}, "
+                                 f"{'dtype=object' if v.dtype == object else 'np.' + v.dtype.name})"
+                                 for k, v in feeds.items())
+            else:
+                body = ", ".join(f'"{k}": {_generator(v)}' for k, v in feeds.items())
+                lines.append(f"  REST: python3 -c 'import json; print(json.dumps({{{sig_field}\"inputs\": {{{body}}}}}))'"
+                             f" | curl -d @- {rest}:predict")
+                args = ", ".join(f"{k!r}: np.full({v.shape}, {v.flat[0].item()!r}, np.{v.dtype})"
+                                 for k, v in feeds.items())
+            lines.append(f"  gRPC: {grpc}.predict({name!r}, {{{args}}}{sig_arg})")
         return "\n".join(lines)
     finally:
         servable.close()
@@ -216,22 +263,27 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     sp = sub.add_parser("inspect", help="signatures and the requests each expects")
-    sp.add_argument("path")
+    sp.add_argument("path", help="a SavedModel directory, or a base path holding numbered versions")
     sp.add_argument("--name", default="MODEL", help="model name to use in the example requests")
     sp = sub.add_parser("publish", help="validate and publish a SavedModel as the next version")
-    sp.add_argument("path")
+    sp.add_argument("path", help="a SavedModel directory, or a base path holding numbered versions")
     sp.add_argument("--name", required=True)
     sp.add_argument("--base-path", default="models")
     sp.add_argument("--version", type=int)
     sp.add_argument("--sample", action="append", default=[], metavar="SIGNATURE=JSON",
-                    help='sample inputs, e.g. serving_default=\'{"x": [[1.0]]}\' or '
-                         'classify=\'{"examples": [{"age": 39.0}]}\'')
+                    help="a TF Serving REST request body for one signature (or @file.json): "
+                         'serving_default=\'{"instances": [[1.0]]}\', \'{"inputs": {"x": [[1.0]]}}\', '
+                         '{"b64": "..."} strings, classify=\'{"examples": [{"age": 39.0}]}\'')
+    sp.add_argument("--skip-signature", action="append", default=[], metavar="NAME",
+                    help="leave a signature out of the checks and the warmup (with a warning)")
     sp.add_argument("--config", help="add the model to this models.config (base path /models/NAME)")
     sp.add_argument("--dry-run", action="store_true", help="with --config: print the diff, change nothing")
     args = p.parse_args(argv)
+    say = (lambda s: print(s, file=sys.stderr))
     try:
+        path = resolve(args.path, say)
         if args.cmd == "inspect":
-            print(describe(args.path, args.name))
+            print(describe(path, args.name))
             return 0
         samples = {}
         for item in args.sample:
@@ -239,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             if not eq:
                 p.error(f"--sample wants SIGNATURE=JSON, got {item!r}")
             try:
-                samples[sig] = json.loads(js)
-            except json.JSONDecodeError as e:
+                samples[sig] = json.loads(Path(js[1:]).read_text() if js.startswith("@") else js)
+            except (OSError, json.JSONDecodeError) as e:
                 p.error(f"--sample {sig}: not JSON ({e})")
         if args.config:
             old = Path(args.config).read_text() if Path(args.config).exists() else "model_config_list {}\n"
@@ -249,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
                                                            args.config, args.config))
                 return 0
-        pub = publish_saved_model(args.path, args.base_path, args.name, version=args.version, samples=samples)
+        pub = publish_saved_model(path, args.base_path, args.name, version=args.version, samples=samples,
+                                  skip=frozenset(args.skip_signature))
         print(f"published {pub.name} version {pub.version} at {pub.path}")
         if args.config and new != old:
             tmp = Path(args.config).with_name(f".{Path(args.config).name}.tmp")
@@ -258,7 +311,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"added {args.name} to {args.config}")
         return 0
     except PublishError as e:
-        print(f"NOT published: {args.name}: {e}", file=sys.stderr)
+        if args.cmd == "inspect":
+            print(f"cannot inspect {args.path}: {e}", file=sys.stderr)
+        else:
+            print(f"NOT published: {args.name}: {e}", file=sys.stderr)
         return 1
 
 

@@ -44,18 +44,21 @@ class Published:
     path: Path
 
 
+def version_number(name: str) -> int | None:
+    """The version a directory name stands for, read the way TF Serving reads it (absl::SimpleAtoi)."""
+    if not _VERSION_RE.match(name):
+        return None
+    try:
+        return int(name)
+    except ValueError:
+        return None
+
+
 def existing_versions(model_dir: Path) -> list[int]:
-    """Version numbers present under a model's base path, read the way TF Serving reads them."""
+    """Version numbers present under a model's base path."""
     if not model_dir.is_dir():
         return []
-    out = []
-    for child in model_dir.iterdir():
-        if _VERSION_RE.match(child.name):
-            try:
-                out.append(int(child.name))
-            except ValueError:
-                continue
-    return sorted(out)
+    return sorted(v for v in map(version_number, os.listdir(model_dir)) if v is not None)
 
 
 @contextmanager

@@ -331,16 +331,17 @@ def test_installed_package_works_from_any_directory(tmp_path):
 
 
 def test_publish_a_tf1_builder_export_with_classify_and_regress(tmp_path):
-    """A TF1 SavedModelBuilder model: predict is run on generated inputs, classify/regress need example
-    samples (refused with a clear hint without them), and warmup covers all three."""
+    """A TF1 SavedModelBuilder model: every signature runs on inputs generated from what it declares (the
+    Example inputs from the graph's parse spec), or on given samples; warmup covers all three."""
     from export.byom import publish_saved_model
     from tests.rest_models import build_half_plus_two
 
     src = tmp_path / "hpt"
     build_half_plus_two(src)
-    with pytest.raises(PublishError, match=r"--sample (classify|regress)_x_to_y="):
-        publish_saved_model(src, tmp_path / "models", "hpt")
-    assert existing_versions(tmp_path / "models" / "hpt") == []
+    generated = publish_saved_model(src, tmp_path / "generated", "hpt")
+    examples = [r.classify_log.request.input.example_list.examples[0] for r in read_warmup(generated.path)
+                if r.WhichOneof("log_type") == "classify_log"]
+    assert list(examples[0].features.feature) == ["x"]  # the feature the graph parses, not a placeholder
     pub = publish_saved_model(src, tmp_path / "models", "hpt", samples={
         "regress_x_to_y": {"examples": [{"x": 1.0}]}, "classify_x_to_y": {"examples": [{"x": 2.0}]}})
     assert pub.version == 1
