@@ -237,7 +237,11 @@ def cmd_ab(args):
         for k, v in r.items():
             p50 = "-" if v["count"] == v["errors"] else f"{v['p50_ms']}ms"
             p99 = "-" if v["count"] == v["errors"] else f"{v['p99_ms']}ms"
-            print(f"{k:<10} share={v['share']:.3f} count={v['count']} errors={v['errors']} p50={p50} p99={p99}")
+            versions = ", ".join(f"v{ver}: {n}" for ver, n in v["versions"].items()) or "-"
+            print(f"{k:<10} share={v['share']:.3f} (requested {v['weight']:.3f}) count={v['count']} "
+                  f"errors={v['errors']} p50={p50} p99={p99} answered by {versions}")
+        worst = max(r.values(), key=lambda v: abs(v["share"] - v["weight"]))
+        print(f"observed split vs requested weights: largest difference {abs(worst['share'] - worst['weight']):.3f}")
 
     _print(args, report, human)  # the reasons for failures go to stderr below, in both modes
     if reasons:

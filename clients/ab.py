@@ -1,4 +1,5 @@
-"""A/B routing by version label: weighted, sticky per key, with per-label counts, errors and latency."""
+"""A/B routing by version label: weighted, sticky per key, with per-label counts, errors, latency, the versions
+that answered each label, and the observed split against the requested weights."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import bisect
 import hashlib
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,11 +33,13 @@ class LabelStats:
     count: int = 0
     errors: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    versions: Counter = field(default_factory=Counter)  # version that answered → count ("unknown": not said)
 
     def summary(self) -> dict:
         lat = np.array(self.latencies_ms) if self.latencies_ms else np.array([np.nan])
         return {"count": self.count, "errors": self.errors,
-                "p50_ms": round(float(np.percentile(lat, 50)), 3), "p99_ms": round(float(np.percentile(lat, 99)), 3)}
+                "p50_ms": round(float(np.percentile(lat, 50)), 3), "p99_ms": round(float(np.percentile(lat, 99)), 3),
+                "versions": {str(v): n for v, n in sorted(self.versions.items(), key=lambda kv: str(kv[0]))}}
 
 
 class ABRouter:
@@ -45,6 +49,7 @@ class ABRouter:
     def __init__(self, weights: dict[str, float]):
         total = sum(weights.values())
         self.labels = list(weights)
+        self.weights = {label: w / total for label, w in weights.items()}
         bounds, acc = [], 0.0
         for label in self.labels:
             acc += weights[label] / total * _SLOTS
@@ -62,7 +67,7 @@ class ABRouter:
         label = self.label_for(key)
         t0 = time.perf_counter()
         try:
-            out = client.predict(model, inputs, label=label, **kw)
+            out, served = client.predict_versioned(model, inputs, label=label, **kw)
         except ServingClientError:
             with self._lock:
                 self.stats[label].count += 1
@@ -72,9 +77,11 @@ class ABRouter:
             s = self.stats[label]
             s.count += 1
             s.latencies_ms.append((time.perf_counter() - t0) * 1e3)
+            s.versions["unknown" if served is None else served] += 1
         return label, out
 
     def report(self) -> dict[str, dict]:
         with self._lock:
             total = sum(s.count for s in self.stats.values()) or 1
-            return {label: {**s.summary(), "share": round(s.count / total, 4)} for label, s in self.stats.items()}
+            return {label: {**s.summary(), "share": round(s.count / total, 4), "weight": round(self.weights[label], 4)}
+                    for label, s in self.stats.items()}

@@ -58,6 +58,13 @@ class GrpcClient(ClientBase):
     def predict(self, model: str, inputs: Mapping[str, Any] | np.ndarray, *, signature: str = "",
                 version: int | None = None, label: str | None = None, timeout: float | None = None,
                 output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
+        return self.predict_versioned(model, inputs, signature=signature, version=version, label=label,
+                                      timeout=timeout, output_filter=output_filter)[0]
+
+    def predict_versioned(self, model: str, inputs: Mapping[str, Any] | np.ndarray, *, signature: str = "",
+                          version: int | None = None, label: str | None = None, timeout: float | None = None,
+                          output_filter: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], int | None]:
+        """`predict`, and the version that answered (the response's model_spec)."""
         t = self._target(model, version, label, signature)
         bare = not isinstance(inputs, Mapping)
         given = {None: inputs} if bare else inputs
@@ -75,7 +82,8 @@ class GrpcClient(ClientBase):
         for k, v in named.items():
             req.inputs[k].CopyFrom(tensor_proto.from_numpy(v, as_content=self.tensor_content and v.dtype != object))
         resp = self._call(self._predict.Predict, req, timeout)
-        return {k: tensor_proto.to_numpy(v) for k, v in resp.outputs.items()}
+        served = resp.model_spec.version.value if resp.model_spec.HasField("version") else None
+        return {k: tensor_proto.to_numpy(v) for k, v in resp.outputs.items()}, served
 
     def classify(self, model: str, examples, *, signature: str = "", version: int | None = None,
                  label: str | None = None, context: Mapping | None = None,

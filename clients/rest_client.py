@@ -22,7 +22,7 @@ from serving.wire.json_example import example_to_json
 from serving.wire.json_request import to_json_value
 from serving.wire.json_response import fits, from_json_value
 from serving.wire.spec import Spec
-from serving.wire.status import CODE_HEADER
+from serving.wire.status import CODE_HEADER, VERSION_HEADER
 from serving.wire.tensor_proto import signature_summary
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
@@ -57,9 +57,13 @@ class RestClient(ClientBase):
         return url + (f":{verb}" if verb else "")
 
     def _request(self, method: str, url: str, body: bytes | None, timeout: float | None) -> Any:
+        return self._answer(method, url, body, timeout)[0]
+
+    def _answer(self, method: str, url: str, body: bytes | None, timeout: float | None) -> tuple[Any, Any]:
+        """(JSON document, response headers)."""
         return self.retry.call(lambda: self._request_once(method, url, body, timeout))
 
-    def _request_once(self, method: str, url: str, body: bytes | None, timeout: float | None) -> Any:
+    def _request_once(self, method: str, url: str, body: bytes | None, timeout: float | None) -> tuple[Any, Any]:
         try:
             r = self.session.request(method, url, data=body, timeout=timeout if timeout is not None else self.timeout,
                                      headers={"Content-Type": "application/json"} if body is not None else None)
@@ -77,7 +81,7 @@ class RestClient(ClientBase):
         if r.status_code != 200:
             msg = doc.get("error", r.text) if isinstance(doc, dict) else r.text
             raise ServingClientError.from_http(r.status_code, msg, r.headers.get(CODE_HEADER))
-        return doc
+        return doc, r.headers
 
     def _output_dtypes(self, t: Spec, refresh: bool = False) -> dict[str, int]:
         """Output dtypes of the signature of the version the request names (the shared metadata cache; a
@@ -110,6 +114,14 @@ class RestClient(ClientBase):
     def predict(self, model: str, inputs: Mapping[str, Any] | np.ndarray, *, signature: str = "",
                 version: int | None = None, label: str | None = None, timeout: float | None = None,
                 output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
+        return self.predict_versioned(model, inputs, signature=signature, version=version, label=label,
+                                      timeout=timeout, output_filter=output_filter)[0]
+
+    def predict_versioned(self, model: str, inputs: Mapping[str, Any] | np.ndarray, *, signature: str = "",
+                          version: int | None = None, label: str | None = None, timeout: float | None = None,
+                          output_filter: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], int | None]:
+        """`predict`, and the version that answered: the embedded server's `VERSION_HEADER` (None from a
+        server that does not send it, such as tensorflow/serving)."""
         t = self._target(model, version, label, signature)
         if isinstance(inputs, Mapping):
             named = {k: _array(v) for k, v in inputs.items()}
@@ -122,8 +134,8 @@ class RestClient(ClientBase):
         body = {"instances" if self.row else "inputs": payload}
         if signature:
             body["signature_name"] = signature
-        doc = self._request("POST", self._url(t, "predict"), orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
-                            timeout)
+        doc, headers = self._answer("POST", self._url(t, "predict"),
+                                    orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), timeout)
         result = doc["predictions" if self.row else "outputs"]
         out = self._decode(result, self._output_dtypes(t), self.row)
         if out is None:  # the model changed under `latest` or a label: read its signature again
@@ -131,8 +143,10 @@ class RestClient(ClientBase):
         if out is None:
             raise ServingClientError("INTERNAL", "The response does not match the signature in the model's metadata "
                                      "(the version may have changed again); retry", 500)
+        served = headers.get(VERSION_HEADER)
         # REST has no output_filter: the server returns every output; the client applies the filter
-        return {k: v for k, v in out.items() if not output_filter or k in output_filter}
+        return ({k: v for k, v in out.items() if not output_filter or k in output_filter},
+                int(served) if served and served.isdigit() else None)
 
     def _examples_body(self, examples, context, signature) -> dict:
         if hasattr(examples, "example_list") or hasattr(examples, "example_list_with_context"):

@@ -23,9 +23,9 @@ from serving.admission import JSON_EXPANSION
 from serving.config import prometheus_path
 from serving.errors import (DeadlineExceededError, InternalError, InvalidArgumentError, ResourceExhaustedError,
                             ServingError, UnavailableError)
-from serving.rest_routes import RestHandler, prometheus_text
+from serving.rest_routes import Answer, RestHandler, error_answer, prometheus_text
 from serving.wire.json_text import error_json
-from serving.wire.status import CODE_HEADER
+from serving.wire.status import CODE_HEADER, VERSION_HEADER
 
 log = logging.getLogger("serving.rest")
 
@@ -33,6 +33,7 @@ _V1_RE = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 _ORIGIN_RE = re.compile(r"https?://.*", re.IGNORECASE)
 _JSON = (b"content-type", b"application/json")
 _CODE_HEADER = CODE_HEADER.encode()
+_VERSION_HEADER = VERSION_HEADER.encode()
 _IN_FLIGHT = metrics.IN_FLIGHT.labels("REST")
 _CORS = [(b"access-control-allow-origin", b"*"), (b"access-control-allow-methods", b"POST, GET"),
          (b"access-control-allow-headers", b"Content-Type")]
@@ -237,10 +238,9 @@ class RestApp:
                 body = gunzip(body, self.max_body,
                               lambda n: held.grow(n * (1 + JSON_EXPANSION), "A decompressed JSON request body"))
             except ServingError as e:
-                return e.http_status, error_json(e.message), "", "", e.code.name
+                return error_answer(e)
         if deadline is not None and time.monotonic() > deadline:  # the client already has its 504
-            err = DeadlineExceededError("Deadline Exceeded")
-            return err.http_status, error_json(err.message), "", "", err.code.name
+            return error_answer(DeadlineExceededError("Deadline Exceeded"))
         return self.handler.process(method, path, body)
 
     def _timed_run(self, method: str, path: str, body: bytes, gzipped: bool, held, deadline: float | None):
@@ -259,38 +259,38 @@ class RestApp:
         gzipped = b"gzip" in headers.get(b"content-encoding", b"")
         if not gzipped and len(body) <= INLINE_MAX_BODY and self._costs.cheap(path):
             # Small and recently fast: answering here costs less than the two thread hand-offs of the pool.
-            status, out, model, api, code = self._timed_run(method, path, body, gzipped, held, None)
-            metrics.request(self.server.core.metric_model_name(model), api, "REST", code, time.perf_counter() - t0)
-            await self._send(send, status, out, code=code)
+            answer = self._timed_run(method, path, body, gzipped, held, None)
+            metrics.request(self.server.core.metric_model_name(answer.model), answer.api, "REST", answer.code,
+                            time.perf_counter() - t0)
+            await self._send(send, answer.status, answer.body, code=answer.code, version=answer.version)
             return
         fut = loop.run_in_executor(self.pool, self._timed_run, method, path, body, gzipped, held, deadline)
         self._running.add(fut)
         try:
-            if timeout is not None:
-                status, out, model, api, code = await asyncio.wait_for(fut, timeout)
-            else:
-                status, out, model, api, code = await fut
+            answer: Answer = await (asyncio.wait_for(fut, timeout) if timeout is not None else fut)
         except asyncio.TimeoutError:
-            err = DeadlineExceededError("Deadline Exceeded")
-            status, out, model, api, code = err.http_status, error_json(err.message), "", "", err.code.name
+            answer = error_answer(DeadlineExceededError("Deadline Exceeded"))
         except asyncio.CancelledError:
             if not self._cut:
                 raise
-            err = UnavailableError("Server is shutting down: the request did not finish within the shutdown grace "
-                                   "period (--shutdown_grace_period_seconds)")
-            status, out, model, api, code = err.http_status, error_json(err.message), "", "", err.code.name
+            answer = error_answer(UnavailableError("Server is shutting down: the request did not finish within the "
+                                                   "shutdown grace period (--shutdown_grace_period_seconds)"))
         finally:
             self._running.discard(fut)
-        metrics.request(self.server.core.metric_model_name(model), api, "REST", code, time.perf_counter() - t0)
-        await self._send(send, status, out, code=code)
+        metrics.request(self.server.core.metric_model_name(answer.model), answer.api, "REST", answer.code,
+                        time.perf_counter() - t0)
+        await self._send(send, answer.status, answer.body, code=answer.code, version=answer.version)
 
     async def _send(self, send, status: int, body: bytes, ctype: bytes | None = _JSON[1], close: bool = False,
-                    code: str = "OK") -> None:
+                    code: str = "OK", version: int | None = None) -> None:
         """`close`: the request's body was not (fully) read; closing beats reading the rest of it to discard.
-        `code`: an error's canonical code, named in a header (several codes share an HTTP status)."""
+        `code`: an error's canonical code, named in a header (several codes share an HTTP status).
+        `version`: the model version that served an inference (a label or "latest" hides it otherwise)."""
         headers = [(b"content-length", str(len(body)).encode())]
         if code != "OK":
             headers.append((_CODE_HEADER, code.encode()))
+        if version is not None:
+            headers.append((_VERSION_HEADER, str(version).encode()))
         if close:
             headers.append((b"connection", b"close"))
         if ctype is not None:

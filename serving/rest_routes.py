@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import replace
+from typing import NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from google.protobuf import json_format
@@ -76,6 +77,22 @@ class _JsonInputs:
         return InvalidArgumentError(f'Serving signature name: "{name}" not found in signature def')
 
 
+class Answer(NamedTuple):
+    """One REST answer: status and body, plus the model, API and code name for the metrics, and the version
+    that served an inference (sent as `VERSION_HEADER`: clients ignore headers they do not know)."""
+
+    status: int
+    body: bytes
+    model: str = ""
+    api: str = ""
+    code: str = "OK"
+    version: int | None = None
+
+
+def error_answer(e: ServingError, model: str = "", api: str = "") -> Answer:
+    return Answer(e.http_status, error_json(e.message), model, api, e.code.name)
+
+
 class RestHandler:
     """Synchronous request processing; every method runs in the worker pool."""
 
@@ -83,50 +100,48 @@ class RestHandler:
         self.core = server.core
         self.registry = server.registry
 
-    def process(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str, str, str]:
-        """Returns (HTTP status, body, model name, API label, status code name) — the last three for metrics."""
+    def process(self, method: str, path: str, body: bytes) -> Answer:
         model, api = "", ""
         try:
             matched, model, version, label, verb, sub = _parse_model_info(method, path)
             spec = Spec(model, version, label)  # refuses a version together with a label
             if method == "POST" and matched and verb in ("predict", "classify", "regress"):
                 api = verb
-                out = getattr(self, verb)(spec, body)
-            elif method == "GET" and matched:
+                served, out = getattr(self, verb)(spec, body)
+                return Answer(200, out, model, api, "OK", served)
+            if method == "GET" and matched:
                 if not model:
                     raise InvalidArgumentError("Missing model name in request.")
                 out = self.metadata(spec) if sub == "metadata" else self.status(spec)
-            else:
-                raise InvalidArgumentError(f"Malformed request: {method} {path}")
-            return 200, out, model, api, "OK"
+                return Answer(200, out, model, api)
+            raise InvalidArgumentError(f"Malformed request: {method} {path}")
         except _EmptyBodyError as e:
-            return 400, b"", model, api, e.code.name
+            return Answer(400, b"", model, api, e.code.name)
         except ServingError as e:
-            return e.http_status, error_json(e.message), model, api, e.code.name
+            return error_answer(e, model, api)
         except Exception as e:  # noqa: BLE001 - a bug answers 500, never kills the server
             log.exception("REST %s %s failed", method, path)
-            err = InternalError(f"{type(e).__name__}: {e}")
-            return err.http_status, error_json(err.message), model, api, err.code.name
+            return error_answer(InternalError(f"{type(e).__name__}: {e}"), model, api)
 
-    def predict(self, spec: Spec, body: bytes) -> bytes:
+    def predict(self, spec: Spec, body: bytes) -> tuple[int, bytes]:
         doc = json_parse.parse(body)
         spec = replace(spec, signature_name=json_request.signature_name(doc))
         allow_fast = b"true" not in body and b"false" not in body  # np.asarray would turn bools into numbers
         decoder = _JsonInputs(doc, spec.signature_name, allow_fast)
         pred = self.core.predict(spec, decoder, api="predict")
-        return json_response.predict_response(pred.outputs, decoder.fmt)
+        return pred.version, json_response.predict_response(pred.outputs, decoder.fmt)
 
-    def classify(self, spec: Spec, body: bytes) -> bytes:
+    def classify(self, spec: Spec, body: bytes) -> tuple[int, bytes]:
         doc = json_parse.parse(body)
         spec = replace(spec, signature_name=json_request.signature_name(doc))
-        _, result = self.core.classify(spec, json_example.examples_input(doc, "classify"))
-        return json_response.classify_response(result)
+        version, result = self.core.classify(spec, json_example.examples_input(doc, "classify"))
+        return version, json_response.classify_response(result)
 
-    def regress(self, spec: Spec, body: bytes) -> bytes:
+    def regress(self, spec: Spec, body: bytes) -> tuple[int, bytes]:
         doc = json_parse.parse(body)
         spec = replace(spec, signature_name=json_request.signature_name(doc))
-        _, result = self.core.regress(spec, json_example.examples_input(doc, "regress"))
-        return json_response.regress_response(result)
+        version, result = self.core.regress(spec, json_example.examples_input(doc, "regress"))
+        return version, json_response.regress_response(result)
 
     def status(self, spec: Spec) -> bytes:
         resp = self.core.status_proto(spec.name, spec.version)  # a label is ignored, like TF Serving

@@ -164,6 +164,29 @@ def test_ab_router_weights_and_stickiness(clients):
     assert rep["stable"]["errors"] == rep["canary"]["errors"] == 0
     assert all(router.label_for(k) == v for k, v in seen.items())  # sticky per key
     assert len({router.label_for("user-42") for _ in range(50)}) == 1
+    assert rep["stable"]["weight"] == 0.9 and rep["canary"]["weight"] == 0.1
+    assert rep["stable"]["versions"] == {"1": rep["stable"]["count"]}  # which version answered each label
+    assert rep["canary"]["versions"] == {"2": rep["canary"]["count"]}
+
+
+def test_both_clients_report_the_version_that_answered(clients, demo_server):
+    """gRPC answers carry the version; over REST the embedded server names it in a response header (the
+    official image does not send it: the REST client then reports None)."""
+    import requests
+
+    from serving.wire.status import VERSION_HEADER
+
+    g, r = clients
+    official = "tensorflow/serving" in os.environ.get("TFS_IMAGE", "")
+    x = {"x": np.ones((1, 10), np.float32)}
+    for c in (g, r):
+        for label, want in (("stable", 1), ("canary", 2), (None, 2)):
+            out, served = c.predict_versioned("mlp", x, label=label)
+            expected = None if official and c is r else want
+            assert out["y"].shape == (1, 1) and served == expected, (type(c).__name__, label, served)
+    if not official:
+        ans = requests.post(f"{r.base_url}/v1/models/mlp/labels/stable:predict", json={"instances": [[1.0] * 10]})
+        assert ans.headers[VERSION_HEADER] == "1"
 
 
 @pytest.fixture

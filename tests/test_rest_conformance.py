@@ -454,7 +454,7 @@ def test_handler_reports_the_error_code_not_just_the_http_status():
             raise FailedPreconditionError("not now")
 
     handler = RestHandler(SimpleNamespace(core=Core(), registry=None))
-    status, body, model, api, code = handler.process("POST", "/v1/models/m:predict", b'{"instances": [1]}')
-    assert (status, model, api, code) == (400, "m", "predict", "FAILED_PRECONDITION")
-    assert json.loads(body) == {"error": "not now"}
-    assert handler.process("GET", "/v1/foo", b"")[4] == "INVALID_ARGUMENT"
+    answer = handler.process("POST", "/v1/models/m:predict", b'{"instances": [1]}')
+    assert (answer.status, answer.model, answer.api, answer.code) == (400, "m", "predict", "FAILED_PRECONDITION")
+    assert json.loads(answer.body) == {"error": "not now"} and answer.version is None
+    assert handler.process("GET", "/v1/foo", b"").code == "INVALID_ARGUMENT"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 
 CODE_HEADER = "x-tf-serving-code"
+VERSION_HEADER = "x-tf-serving-model-version"  # the version that answered a predict/classify/regress
 
 
 class Code(enum.IntEnum):
