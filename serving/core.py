@@ -82,7 +82,7 @@ class Inference:
         took = time.perf_counter() - t0
         metrics.runtime_latency(spec.name, api, took)
         if api != "warmup":  # replayed warmup records are not traffic
-            metrics.version_request(spec.name, version, took)
+            metrics.version_request(spec.name, version, spec.label, took)
         return Prediction(spec.name, version, spec.signature, result)
 
     @staticmethod

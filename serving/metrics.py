@@ -50,30 +50,32 @@ VERSION_STATE = Gauge(":tensorflow_serving_bundle:model_version_state",
                       ["model_name", "version"], registry=REGISTRY, multiprocess_mode="livemin")
 
 
-# per version (TF Serving's request metrics are per model): what the dashboard shows for each version
-VERSION_REQUESTS = Counter(":tensorflow_serving_bundle:version_request_count",
-                           "Successful inference requests per model version.", ["model_name", "version"],
-                           registry=REGISTRY)
-VERSION_LATENCY = Counter(":tensorflow_serving_bundle:version_runtime_latency_us",
-                          "Sum of model runtime (µs) of those requests.", ["model_name", "version"], registry=REGISTRY)
+# per version and label (TF Serving's request metrics are per model): what the dashboard shows and charts
+VERSION_RUNTIME_NAME = ":tensorflow_serving_bundle:version_runtime_latency"
+VERSION_RUNTIME = Histogram(VERSION_RUNTIME_NAME, "Model runtime (µs) of successful inference requests per model "
+                            "version, and the version label the request named (\"\" for none).",
+                            ["model_name", "version", "label"], buckets=_LATENCY_BUCKETS_US, registry=REGISTRY)
 
 
-def version_request(model: str, version: int, seconds: float) -> None:
-    _child(VERSION_REQUESTS, model, str(version)).inc()
-    _child(VERSION_LATENCY, model, str(version)).inc(seconds * 1e6)
+def version_request(model: str, version: int, label: str | None, seconds: float) -> None:
+    _child(VERSION_RUNTIME, model, str(version), label or "").observe(seconds * 1e6)
+
+
+def version_samples():
+    """The per-version histogram's samples (all workers' in multiprocess mode): (name, labels, value)."""
+    for fam in collect():
+        if fam.name == VERSION_RUNTIME_NAME:
+            for s in fam.samples:
+                yield s.name, s.labels, s.value
 
 
 def per_version() -> dict[tuple[str, str], tuple[float, float]]:
-    """{(model, version): (requests, runtime µs sum)} from the exposed samples (all workers' in multiprocess
-    mode)."""
+    """{(model, version): (requests, runtime µs sum)}, over every label."""
     out: dict[tuple[str, str], list[float]] = {}
-    for fam in collect():
-        if fam.name not in (VERSION_REQUESTS._name, VERSION_LATENCY._name):  # noqa: SLF001
-            continue
-        slot = 0 if fam.name == VERSION_REQUESTS._name else 1  # noqa: SLF001
-        for s in fam.samples:
-            if s.name.endswith("_total"):
-                out.setdefault((s.labels["model_name"], s.labels["version"]), [0.0, 0.0])[slot] += s.value
+    for name, labels, value in version_samples():
+        slot = 0 if name.endswith("_count") else 1 if name.endswith("_sum") else None
+        if slot is not None:
+            out.setdefault((labels["model_name"], labels["version"]), [0.0, 0.0])[slot] += value
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
@@ -143,7 +145,7 @@ def forget_model(model: str) -> None:
     """Drop every label value of a model removed from the config (label sets must not only grow)."""
     for key in [k for k in _children if k[1] and k[1][0] == model]:
         del _children[key]
-    for metric in (REQUEST_COUNT, REQUEST_LATENCY, RUNTIME_LATENCY, VERSION_STATE, VERSION_REQUESTS, VERSION_LATENCY):
+    for metric in (REQUEST_COUNT, REQUEST_LATENCY, RUNTIME_LATENCY, VERSION_STATE, VERSION_RUNTIME):
         for labels in [lv for lv in list(metric._metrics) if lv and lv[0] == model]:  # noqa: SLF001
             try:
                 metric.remove(*labels)

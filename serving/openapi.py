@@ -161,6 +161,11 @@ def _extension_paths() -> dict:
                                 "operationId": "list_models", "tags": ext, "responses": {
                                     "200": {"description": "model list",
                                             "content": _json({"$ref": "#/components/schemas/ModelList"})}}}},
+        "/api/history": {"get": {"summary": "The last minutes of traffic per model: requests/s and model time "
+                                           "p50/p99 per version, requests/s per version label",
+                                 "operationId": "traffic_history", "tags": ext, "responses": {
+                                     "200": {"description": "time series",
+                                             "content": _json({"$ref": "#/components/schemas/History"})}}}},
         "/api/openapi.json": {"get": {"summary": "This document", "operationId": "openapi", "tags": ext,
                                       "responses": {"200": {"description": "OpenAPI 3.1",
                                                             "content": _json({"type": "object"})}}}},
@@ -197,9 +202,18 @@ def _components() -> dict:
                 "version": {"type": "string"}, "state": {"type": "string"},
                 "status": {"type": "object"}}}}}},
         "Health": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+        "History": {"type": "object", "required": ["period_s", "models"], "properties": {
+            "period_s": {"type": "number"},
+            "models": {"type": "object", "additionalProperties": {
+                "type": "object", "required": ["t", "versions", "labels"], "properties": {
+                    "t": {"type": "array", "items": {"type": "number"}},
+                    "versions": {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": {
+                        "type": "array", "items": {"type": ["number", "null"]}}}},
+                    "labels": {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": {
+                        "type": "array", "items": {"type": "number"}}}}}}}}},
         "ModelList": {"type": "object", "required": ["models"], "properties": {"models": {"type": "array", "items": {
             "type": "object", "required": ["name", "versions", "labels"], "properties": {
-                "name": {"type": "string"}, "base_path": {"type": "string"},
+                "name": {"type": "string"}, "platform": {"type": "string"},
                 "labels": {"type": "object", "additionalProperties": {"type": "integer"}},
                 "versions": {"type": "array", "items": {"type": "object", "properties": {
                     "version": {"type": "integer"}, "state": {"type": "string"},

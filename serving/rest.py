@@ -19,6 +19,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 from serving import extensions, metrics
+from serving.history import History
 from serving.admission import JSON_EXPANSION
 from serving.config import prometheus_path
 from serving.errors import (DeadlineExceededError, InternalError, InvalidArgumentError, ResourceExhaustedError,
@@ -121,7 +122,11 @@ class RestApp:
         self.metrics_path = prometheus_path(monitoring) if monitoring is not None else None
         self.max_inflight = max(0, opts.max_inflight_requests)
         self.max_body = max(0, opts.rest_api_max_request_bytes)
-        self.extensions = opts.rest_api_extensions
+        self.extensions = None
+        if opts.rest_api_extensions:
+            history = History()
+            history.start(server.lifecycle)
+            self.extensions = extensions.Extensions(server.registry, history)
         self.inflight = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self._running: set[asyncio.Future] = set()
@@ -157,8 +162,7 @@ class RestApp:
             await self._send(send, 200 if ready else 503, b'{"status": "%s"}' % (b"ok" if ready else b"not ready"), close=unread)
             return
         if self.extensions and method in ("GET", "HEAD") and path.startswith(("/api/", "/dashboard")):
-            status, out, ctype = await asyncio.get_running_loop().run_in_executor(
-                self.pool, extensions.get, self.server, path)
+            status, out, ctype = await asyncio.get_running_loop().run_in_executor(self.pool, self.extensions.get, path)
             await self._send(send, status, out, ctype=ctype, close=unread)
             return
         if not _V1_RE.fullmatch(path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import jsonschema
@@ -26,12 +27,16 @@ CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.whic
 def ext(zoo, tmp_path_factory):
     """linear (copied: the test publishes versions into it) and mlp with labels, census for a multi-input
     signature; a monitoring config so the metrics exist as in production."""
+    from tests.byom_models import counter
+
     base, _ = zoo
     root = tmp_path_factory.mktemp("ext")
     shutil.copytree(base / "linear" / "1", root / "linear" / "1")
+    counter(root / "counter" / "1")  # an input of unknown rank, signatures without inputs
     cfg = root / "models.config"
     cfg.write_text(f'''model_config_list {{
   config {{ name: "linear" base_path: "{root / 'linear'}" model_platform: "tensorflow" }}
+  config {{ name: "counter" base_path: "{root / 'counter'}" model_platform: "tensorflow" }}
   config {{ name: "mlp" base_path: "{base / 'mlp'}" model_platform: "tensorflow"
            model_version_policy {{ specific {{ versions: 1 versions: 2 }} }}
            version_labels {{ key: "stable" value: 1 }} version_labels {{ key: "canary" value: 2 }} }}
@@ -126,9 +131,11 @@ def test_schemathesis_finds_no_failure(ext):
     assert requests.get(f"{ext.rest_url}/readyz").status_code == 200  # and the server is still fine
 
 
-def test_model_list_in_one_call(ext):
+def test_model_list_in_one_call(ext, zoo):
+    text = requests.get(f"{ext.rest_url}/api/models").text
+    assert str(ext.root) not in text and str(zoo[0]) not in text and "base_path" not in text  # no host paths
     before = {m["name"]: m for m in requests.get(f"{ext.rest_url}/api/models").json()["models"]}
-    assert set(before) == {"linear", "mlp", "census"}
+    assert set(before) == {"linear", "mlp", "census", "counter"}
     mlp = before["mlp"]
     assert mlp["labels"] == {"stable": 1, "canary": 2}
     assert [(v["version"], v["state"]) for v in mlp["versions"]] == [(2, "AVAILABLE"), (1, "AVAILABLE")]
@@ -172,8 +179,41 @@ def test_dashboard_in_a_real_browser(ext, tmp_path):
             assert page.inner_text('[data-testid="label-mlp-stable"]') == "stable → 1"
             assert page.inner_text('[data-testid="label-mlp-canary"]') == "canary → 2"
             assert "AVAILABLE" in page.inner_text('[data-testid="version-mlp-2"]')
+            # every table fits a 1280-px window; an input of unknown rank says so
+            overflow = page.evaluate("""() => [...document.querySelectorAll('section.model')].filter((s) =>
+                [...s.querySelectorAll('table, canvas')].some((t) => t.getBoundingClientRect().right >
+                                                                     s.getBoundingClientRect().right + 1))
+                .map((s) => s.dataset.testid)""")
+            assert overflow == []
+            summary = page.inner_text('[data-testid="try-counter/incr_counter_by"] summary')
+            assert "delta: DT_FLOAT unknown rank" in summary and "null" not in summary
+            # charts draw from live traffic: both versions of mlp, and the split between its labels
+            stop = threading.Event()
+
+            def traffic():
+                with requests.Session() as http:
+                    i = 0
+                    while not stop.is_set():
+                        label = "canary" if i % 4 == 0 else "stable"
+                        http.post(f"{ext.rest_url}/v1/models/mlp/labels/{label}:predict",
+                                  json={"instances": [[1.0] * 10]})
+                        i += 1
+
+            sender = threading.Thread(target=traffic, daemon=True)
+            sender.start()
+            try:
+                page.wait_for_function("""() => {
+                    const c = (id) => document.querySelector(`[data-testid="${id}"]`);
+                    const rps = c('chart-rps-mlp'), split = c('chart-split-mlp'), lat = c('chart-latency-mlp');
+                    return rps && split && lat && Number(rps.dataset.points) >= 2 && Number(rps.dataset.max) > 0
+                        && rps.dataset.series === 'v1,v2' && split.dataset.series.includes('stable')
+                        && split.dataset.series.includes('canary') && Number(lat.dataset.points) >= 4;
+                }""", timeout=30000)
+            finally:
+                stop.set()
+                sender.join(10)
             # the "try it" form: a real predict from the browser, the right numbers back
-            page.click('[data-testid="try-linear/serving_default"] summary')
+            page.click('[data-testid="try-linear/serving_default"] summary')  # (re-rendered: find it again)
             page.fill('[data-testid="body-linear/serving_default"]', json.dumps({"instances": [x]}))
             page.click('[data-testid="send-linear/serving_default"]')
             page.wait_for_selector('[data-testid="result-linear/serving_default"][data-status="200"]', timeout=20000)
@@ -195,3 +235,24 @@ def test_dashboard_in_a_real_browser(ext, tmp_path):
                 shutil.copy(shot, Path(__file__).resolve().parent.parent / "docs" / "dashboard.png")
         finally:
             browser.close()
+
+
+def test_history_turns_cumulative_metrics_into_rates_and_percentiles():
+    """Two samples 2 s apart around 10 requests of 1 ms on v1 (label stable) and 10 of 10 ms on v2 (canary)."""
+    from serving import metrics
+    from serving.history import History
+
+    h = History(period_s=2.0, keep=5)
+    h.sample(now=1000.0)
+    for _ in range(10):
+        metrics.version_request("history-test", 1, "stable", 0.001)
+        metrics.version_request("history-test", 2, "canary", 0.010)
+    h.sample(now=1002.0)
+    s = h.series()["models"]["history-test"]
+    assert s["t"] == [1002.0]
+    assert s["versions"]["1"]["rps"] == [5.0] and s["versions"]["2"]["rps"] == [5.0]
+    assert 0.5 < s["versions"]["1"]["p50_ms"][0] <= 2.0 and 5.0 < s["versions"]["2"]["p99_ms"][0] <= 20.0
+    assert s["labels"] == {"canary": {"rps": [5.0]}, "stable": {"rps": [5.0]}}
+    h.sample(now=1004.0)  # no traffic in between: zero rate, no percentile
+    s = h.series()["models"]["history-test"]
+    assert s["versions"]["1"]["rps"] == [5.0, 0.0] and s["versions"]["1"]["p50_ms"] == [s["versions"]["1"]["p50_ms"][0], None]
