@@ -14,6 +14,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+from serving import program_name
 
 
 def _grpc_client(args):
@@ -252,7 +253,7 @@ def cmd_ab(args):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m clients", description=__doc__)
+    p = argparse.ArgumentParser(prog=program_name("clients"), description=__doc__)
     p.add_argument("--grpc-target", default="localhost:8500", help="gRPC host:port (default %(default)s)")
     p.add_argument("--rest-url", default="http://localhost:8501", help="REST base URL (default %(default)s)")
     proto = p.add_mutually_exclusive_group()

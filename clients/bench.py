@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from serving import program_name
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -175,7 +176,7 @@ def run(protocol: str, target: str, model: str, *, signature: str = "", label: s
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m clients.bench", description=__doc__)
+    p = argparse.ArgumentParser(prog=program_name("clients.bench"), description=__doc__)
     p.add_argument("--protocol", choices=["grpc", "rest"], default="grpc")
     p.add_argument("--target", help="host:port for gRPC, http://host:port for REST (defaults to localhost)")
     p.add_argument("--model", default="mlp")

@@ -10,10 +10,11 @@ from pathlib import Path
 from export.inspect import signature_table
 from export.publish import PublishError, existing_versions, publish
 from export.zoo import ZOO
+from serving import program_name
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    p = argparse.ArgumentParser(prog=program_name("export"), description=__doc__)
     p.add_argument("--model", default="all", help=f"one of {', '.join(ZOO)} or 'all' (default)")
     p.add_argument("--base-path", default="models", help="model base path root (default: models)")
     p.add_argument("--version", type=int, default=None, help="version to publish (default: latest + 1)")

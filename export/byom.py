@@ -30,6 +30,7 @@ import numpy as np
 from export.publish import Published, PublishError, commit, example_log, staging, version_number, write_warmup
 from export.samples import (candidates, example_candidates, example_json, from_request_body, parse_spec,
                             serialize_examples, takes_examples)
+from serving import program_name
 
 
 def _signatures(path: Path, tags=("serve",)):
@@ -259,7 +260,7 @@ def describe(path: str | os.PathLike, name: str = "MODEL") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.byom", description=__doc__,
+    p = argparse.ArgumentParser(prog=program_name("export.byom"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     sp = sub.add_parser("inspect", help="signatures and the requests each expects")

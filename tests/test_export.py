@@ -325,6 +325,10 @@ def test_installed_package_works_from_any_directory(tmp_path):
     out = subprocess.run([str(target / "bin" / "tfsb-client"), "--help"], cwd=elsewhere, env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "label" in out.stdout, out.stderr[-2000:]
+    assert out.stdout.startswith("usage: tfsb-client "), out.stdout[:200]  # the script names itself
+    byom = subprocess.run([str(target / "bin" / "tfsb-byom"), "--help"], cwd=elsewhere, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert byom.stdout.startswith("usage: tfsb-byom "), byom.stdout[:200]
     ver = subprocess.run([str(target / "bin" / "tfsb-serve"), "--version"], cwd=elsewhere, env=env,
                          capture_output=True, text=True, timeout=120)
     assert ver.returncode == 0 and "TensorFlow ModelServer" in ver.stdout, ver.stderr[-2000:]
