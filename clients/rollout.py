@@ -17,7 +17,6 @@ converge are named, and the previous config files are restored and reloaded.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -28,13 +27,9 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from clients.base import ServingClientError
 from clients.grpc_client import GrpcClient
-from serving.wire.config_text import update_model
+from serving.wire.config_text import source_of, update_model
 
 ModelServerConfig = model_server_config_pb2.ModelServerConfig
-
-
-_RENDERED = re.compile(r"^# Rendered from (.+?) by python -m export\.serve_config")
-_GENERATED = re.compile(r"^# Generated from the model directories under (.+?) by python -m export\.serve_config")
 
 
 def read_config(path: str | os.PathLike) -> ModelServerConfig:
@@ -57,15 +52,15 @@ def config_files(config_path: str | os.PathLike) -> list[Path]:
     """Where a label or policy change must be written to outlive restarts and re-renders: the config the
     servers run on, and the template it was rendered from (the source of truth) when it was rendered."""
     path = Path(config_path)
-    first = path.read_text().split("\n", 1)[0]
-    if m := _GENERATED.match(first):
+    kind, where = source_of(path.read_text()) or ("", "")
+    if kind == "generated":
         raise ServingClientError(
             "FAILED_PRECONDITION",
-            f"{path} is generated from the model directories under {m.group(1)} and rewritten by every "
+            f"{path} is generated from the model directories under {where} and rewritten by every "
             "`make serve` / `make render-config`, so a label written there would be lost: serve a config of your "
             "own (make serve MODEL_CONFIG=FILE) and label in it")
-    if m := _RENDERED.match(first):
-        source = Path(m.group(1))
+    if kind == "rendered":
+        source = Path(where)
         if not source.is_file():
             raise ServingClientError("FAILED_PRECONDITION", f"{path} was rendered from {source}, which is gone: "
                                      "re-render it (make render-config) or pass --config with the source file")

@@ -137,6 +137,27 @@ def publish_saved_model(src: str | os.PathLike, base_path: str | os.PathLike, na
         return commit(tmp, name, version)
 
 
+def config_edits(config: str | os.PathLike, name: str, base_path: str | os.PathLike) -> list[tuple[Path, str, str]]:
+    """(file, text now, text with the model) for every file the entry goes into: the given config and, when
+    `export.serve_config` rendered it (`make serve`'s run/models.config), its template too, so the next
+    re-render keeps the model. The template uses the container layout (`/models/NAME`), a rendered file this
+    machine's absolute path."""
+    from serving.wire.config_text import source_of
+
+    path = Path(config)
+    old = path.read_text() if path.exists() else "model_config_list {}\n"
+    kind, where = source_of(old) or ("", "")
+    if kind != "rendered":
+        return [(path, old, config_with(old, name, f"/models/{name}"))]
+    template = Path(where)
+    if not template.is_file():
+        raise PublishError(f"{path} was rendered from {template}, which is gone: re-render it or pass the source "
+                           "config as --config")
+    before = template.read_text()
+    return [(path, old, config_with(old, name, str(Path(base_path).resolve() / name))),
+            (template, before, config_with(before, name, f"/models/{name}"))]
+
+
 def config_with(config_text: str, name: str, base_path: str) -> str:
     """`config_text` with an entry for `name`: added, or its base path updated (policy and labels kept); every
     other line of the file (comments, layout, the other entries) stays as it was."""
@@ -295,21 +316,20 @@ def main(argv: list[str] | None = None) -> int:
                 samples[sig] = json.loads(Path(js[1:]).read_text() if js.startswith("@") else js)
             except (OSError, json.JSONDecodeError) as e:
                 p.error(f"--sample {sig}: not JSON ({e})")
-        if args.config:
-            old = Path(args.config).read_text() if Path(args.config).exists() else "model_config_list {}\n"
-            new = config_with(old, args.name, f"/models/{args.name}")
-            if args.dry_run:
-                sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
-                                                           args.config, args.config))
-                return 0
+        edits = config_edits(args.config, args.name, args.base_path) if args.config else []
+        if args.dry_run and args.config:
+            for f, old, new in edits:
+                sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True), str(f), str(f)))
+            return 0
         pub = publish_saved_model(path, args.base_path, args.name, version=args.version, samples=samples,
                                   skip=frozenset(args.skip_signature))
         print(f"published {pub.name} version {pub.version} at {pub.path}")
-        if args.config and new != old:
-            tmp = Path(args.config).with_name(f".{Path(args.config).name}.tmp")
-            tmp.write_text(new)
-            tmp.replace(args.config)
-            print(f"added {args.name} to {args.config}")
+        for f, old, new in edits:
+            if new != old:
+                tmp = f.with_name(f".{f.name}.tmp")
+                tmp.write_text(new)
+                tmp.replace(f)
+                print(f"added {args.name} to {f}")
         return 0
     except PublishError as e:
         if args.cmd == "inspect":

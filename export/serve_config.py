@@ -16,6 +16,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving.wire.config_text import GENERATED_FROM, RENDERED_FROM
+
 ModelServerConfig = model_server_config_pb2.ModelServerConfig
 
 
@@ -40,13 +42,6 @@ def rendered(template: Path, base: Path) -> tuple[str, list[str]]:
     cfg = text_format.Parse(text, ModelServerConfig())
     missing = [m.name for m in cfg.model_config_list.config if not Path(m.base_path).is_dir()]
     return text, missing
-
-
-RENDERED_FROM = "# Rendered from {source} by python -m export.serve_config: edit that file, not this one (labels\n" \
-                "# and version policies included; `python -m clients label` edits both). This file is rewritten.\n"
-GENERATED_FROM = "# Generated from the model directories under {base} by python -m export.serve_config (the\n" \
-                 "# template names models that are not there). This file is rewritten: to keep labels or policies,\n" \
-                 "# serve a config of your own (make serve MODEL_CONFIG=FILE).\n"
 
 
 def choose(template: Path, base: Path, forced: bool) -> tuple[str, str]:

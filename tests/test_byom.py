@@ -139,3 +139,31 @@ def test_inspect_of_something_that_is_not_a_saved_model_is_one_line(tmp_path):
         r = run_main("export.byom", ["inspect", str(path)])
         assert r.returncode == 1 and "Traceback" not in r.stderr
         assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith(f"cannot inspect {path}: ")
+
+
+def test_publish_config_on_a_rendered_config_edits_its_template_too(tmp_path):
+    """`--config run/models.config` (rendered by `make serve`): the model goes into the template as well, one
+    entry added and every other line kept, so the next re-render still serves it."""
+    from tests.byom_models import counter
+    from tests.conftest import REPO
+
+    template = tmp_path / "serving" / "models.config"
+    template.parent.mkdir()
+    template.write_text((REPO / "serving" / "models.config").read_text())
+    before = template.read_text()
+    models = tmp_path / "models"
+    rendered = tmp_path / "run" / "models.config"
+    r = run_main("export.serve_config", ["--models", str(models), "--template", str(template), "--force", "--out",
+                                         str(rendered)])
+    assert r.returncode == 0, r.stderr
+    counter(tmp_path / "src")
+    r = run_main("export.byom", ["publish", str(tmp_path / "src"), "--name", "mine", "--base-path", str(models),
+                                 "--config", str(rendered)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    after = template.read_text()
+    assert after.startswith(before[:before.rindex("}")].rstrip())  # every line before is kept
+    assert '    name: "mine"\n    base_path: "/models/mine"' in after
+    assert f'base_path: "{models.resolve() / "mine"}"' in rendered.read_text()
+    again = run_main("export.serve_config", ["--models", str(models), "--template", str(template), "--force",
+                                             "--out", str(rendered)])
+    assert again.returncode == 0 and f'base_path: "{models.resolve()}/mine"' in rendered.read_text()

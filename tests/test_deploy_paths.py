@@ -214,7 +214,7 @@ def test_a_label_change_survives_re_renders_and_keeps_the_template_as_it_was(zoo
 def test_the_label_tool_refuses_a_generated_config_whose_labels_would_be_lost(tmp_path):
     from clients.base import ServingClientError
     from clients.rollout import config_files
-    from export.serve_config import GENERATED_FROM, RENDERED_FROM
+    from serving.wire.config_text import GENERATED_FROM, RENDERED_FROM
 
     cfg = tmp_path / "models.config"
     cfg.write_text(GENERATED_FROM.format(base=tmp_path) + "model_config_list {}\n")

@@ -53,11 +53,13 @@ def test_the_server_imports_neither_clients_nor_export():
 
 
 def test_clients_use_only_the_servers_wire_modules():
-    """The clients share codecs, the status table and Spec with the server, never its state."""
+    """The clients share codecs, the status table and Spec with the server, never its state (the package
+    root's stateless names, the version and the usage-line helper, are shared too)."""
     for path in sorted((REPO / "clients").glob("*.py")):
         bad = {m for m in _project_imports(path)
                if m.startswith("serving") and not (m.startswith("serving.wire") or m.startswith("serving.errors")
-                                                   or m == "serving")}
+                                                   or m in ("serving", "serving.program_name",
+                                                            "serving.__version__"))}
         assert not bad, f"{path.name} imports {sorted(bad)}"
 
 

@@ -19,6 +19,27 @@ ModelServerConfig = model_server_config_pb2.ModelServerConfig
 ModelConfig = model_server_config_pb2.ModelConfig
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
+# The first lines of a config `python -m export.serve_config` wrote: they name its source of truth, which the
+# tools that change labels, policies or models edit too (a re-render starts from it).
+RENDERED_FROM = "# Rendered from {source} by python -m export.serve_config: edit that file, not this one (labels\n" \
+                "# and version policies included; `python -m clients label` edits both). This file is rewritten.\n"
+GENERATED_FROM = "# Generated from the model directories under {base} by python -m export.serve_config (the\n" \
+                 "# template names models that are not there). This file is rewritten: to keep labels or policies,\n" \
+                 "# serve a config of your own (make serve MODEL_CONFIG=FILE).\n"
+_RENDERED = re.compile(r"^# Rendered from (.+?) by python -m export\.serve_config")
+_GENERATED = re.compile(r"^# Generated from the model directories under (.+?) by python -m export\.serve_config")
+
+
+def source_of(text: str) -> tuple[str, str] | None:
+    """("rendered", template path) or ("generated", models directory) for a config `export.serve_config`
+    wrote, else None (the file is its own source of truth)."""
+    first = text.split("\n", 1)[0]
+    if m := _RENDERED.match(first):
+        return "rendered", m.group(1)
+    if m := _GENERATED.match(first):
+        return "generated", m.group(1)
+    return None
+
 
 @dataclass(frozen=True)
 class Entry:

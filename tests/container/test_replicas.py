@@ -87,6 +87,11 @@ def test_a_label_flip_reaches_every_replica_under_traffic(stack, tmp_path):
             marks = {t: len(v) for t, v in traffic.versions.items()}
             while min(len(v) - marks[t] for t, v in traffic.versions.items()) < 20:
                 time.sleep(0.05)
+        after_flip = sum(len(vs) - marks[t] for t, vs in traffic.versions.items())
+        wrong = sum(v != 2 for t, vs in traffic.versions.items() for v in vs[marks[t]:])
+        print(f"\n{REPLICAS} replicas, label flip under traffic: {sum(map(len, traffic.versions.values()))} requests, "
+              f"{len(traffic.failures)} failures, {wrong} wrong-version answers of {after_flip} after the tool "
+              f"returned (tool took {took:.2f}s)")
         assert traffic.failures == [], traffic.failures[:5]
         assert took < 5, took  # within the replicas' config poll period (5 s)
         for t, vs in traffic.versions.items():  # after the tool returned, every replica answers the new version
