@@ -12,19 +12,24 @@ import fcntl
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 LOCK_FILE = ".owner.lock"
+_MAKING = ".making-"  # the name a directory has until its lock is taken
 
 
 class OwnedDir:
-    """A new directory under `parent`, owned by this process until `release()` (or until it dies)."""
+    """A new directory `<parent>/<prefix>XXXXXXXX`, owned by this process until `remove()` (or until it dies).
+
+    It is made under another name, locked, and only then renamed to its own: a directory named `<prefix>*`
+    without a lock file is never one being created, so a cleaner may remove it at once."""
 
     def __init__(self, parent: str | os.PathLike, prefix: str):
-        self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-        self._fd: int | None = os.open(self.path / LOCK_FILE, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        young = Path(tempfile.mkdtemp(prefix=_MAKING, dir=parent))
+        self._fd: int | None = os.open(young / LOCK_FILE, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.path = Path(parent) / (prefix + young.name[len(_MAKING):])
+        os.rename(young, self.path)
 
     def remove(self) -> None:
         """Delete the directory, then drop the lock."""
@@ -34,20 +39,12 @@ class OwnedDir:
             self._fd = None
 
 
-def remove_if_abandoned(directory: Path, *, unlocked_grace_s: float = 60.0) -> bool:
-    """Delete `directory` when no live process owns it; True if it was deleted.
-
-    A directory without a lock file is being created this very moment (the lock follows `mkdtemp` at once)
-    or was left by an older tool: it is left alone until `unlocked_grace_s` old."""
+def remove_if_abandoned(directory: Path) -> bool:
+    """Delete `directory` when no live process owns it; True if it was deleted. A directory without a lock
+    file was left by a tool that took no lock (an older version of this one): nobody owns it."""
     try:
         fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
-        try:
-            age = time.time() - directory.stat().st_mtime
-        except OSError:
-            return False
-        if age < unlocked_grace_s:
-            return False
         shutil.rmtree(directory, ignore_errors=True)
         return True
     except OSError:

@@ -438,12 +438,14 @@ def test_stale_publish_cleanup_decides_by_the_owner_lock_not_by_pid(tmp_path):
     for d in (dead, live):
         (d / "version").mkdir(parents=True)
         (d / LOCK_FILE).touch()
+    legacy = model_dir / ".publishing-1-0c0c0c0c"  # no lock file at all: left by a publisher that took none
+    (legacy / "version").mkdir(parents=True)
     owner = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(live / LOCK_FILE)], stdout=subprocess.PIPE,
                              text=True)
     try:
         assert owner.stdout.readline().strip() == "locked"
-        assert clean_stale_tmp(model_dir) == [dead]
-        assert live.is_dir() and not dead.exists()
+        assert sorted(clean_stale_tmp(model_dir)) == [dead, legacy]
+        assert live.is_dir() and not dead.exists() and not legacy.exists()
         assert publish(tiny(), tmp_path).version == 1  # a publish beside the live one cleans nothing of it
         assert live.is_dir()
     finally:
@@ -514,3 +516,59 @@ def test_os_errors_from_every_layer_are_one_line(tmp_path, monkeypatch):
             r = run_main("export.byom", ["publish", str(src), "--name", "mine", "--base-path", str(tmp_path / "b")])
         assert reason in _one_line_refusal(r, "mine")
         assert not (tmp_path / "b" / "mine").exists()
+
+
+_NS_PUBLISHER = r"""
+import os, sys, time
+from pathlib import Path
+from export.publish import publish, validate
+from tests.test_export import tiny
+def wait_for_go(path, trained):
+    validate(path, trained)
+    Path(sys.argv[2]).write_text(str(os.getpid()))
+    while not Path(sys.argv[3]).exists():
+        time.sleep(0.05)
+print(publish(tiny(), sys.argv[1], validator=wait_for_go).version, flush=True)
+"""
+
+
+def test_publishers_in_other_pid_namespaces_are_judged_by_their_lock(tmp_path):
+    """Two containers publishing into one volume, for real: each publisher runs as PID 1 of its own PID
+    namespace (`unshare --pid`). A live one is left alone by a publish beside it and completes; a killed one's
+    hidden directory is cleaned up by the next publish."""
+    if subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True).returncode:
+        pytest.skip("unshare --pid is not permitted here (needs root or user namespaces)")
+    base = tmp_path / "volume"
+
+    def publisher(tag: str) -> tuple[subprocess.Popen, Path, Path]:
+        marker, go = tmp_path / f"{tag}.validated", tmp_path / f"{tag}.go"
+        proc = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", sys.executable, "-c", _NS_PUBLISHER,
+                                 str(base), str(marker), str(go)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "publisher did not reach validation"
+            time.sleep(0.05)
+        assert marker.read_text() == "1"  # it is PID 1 in its namespace
+        return proc, marker, go
+
+    live, _, go = publisher("live")
+    try:
+        assert publish(tiny(1), base).version == 1  # beside the live one: nothing of it is touched
+        go.touch()
+        assert live.communicate(timeout=120)[0].strip() == "2" and live.returncode == 0
+    finally:
+        if live.poll() is None:
+            live.kill()
+    dead, _, _ = publisher("dead")
+    init = [int(c) for t in os.listdir(f"/proc/{dead.pid}/task")
+            for c in Path(f"/proc/{dead.pid}/task/{t}/children").read_text().split()]
+    dead.kill()  # unshare dies, --kill-child kills the namespace's init, and everything in it dies
+    dead.wait(30)
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in init):
+        assert time.monotonic() < deadline, "the namespace's init did not die"
+        time.sleep(0.05)
+    hidden = [p for p in (base / "tiny").iterdir() if p.name.startswith(".publishing-")]
+    assert len(hidden) == 1
+    assert publish(tiny(2), base).version == 3
+    assert [p for p in (base / "tiny").iterdir() if p.name.startswith(".publishing-")] == []
