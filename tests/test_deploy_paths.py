@@ -193,6 +193,8 @@ def test_a_label_change_survives_re_renders_and_keeps_the_template_as_it_was(zoo
         from clients import GrpcClient
 
         with GrpcClient(srv.grpc_target, retries=0) as c:
+            wait_for(lambda: {s["version"] for s in c.status("mlp") if s["state"] == "AVAILABLE"} == {1, 2},
+                     what="both mlp versions loaded")  # start-up waits for the first one only
             assert c.metadata("mlp", label="stable")["version"] == 1
             r = run_main("clients", ["--grpc-target", srv.grpc_target, "label", "promote", "mlp", "canary", "stable",
                                      "--config", str(rendered)])
