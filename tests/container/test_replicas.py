@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 import pytest
 
-from tests.server_util import free_port
+from tests.server_util import free_port, wait_for
 
 pytestmark = pytest.mark.container
 REPLICAS = 3
@@ -74,6 +74,10 @@ def test_a_label_flip_reaches_every_replica_under_traffic(stack, tmp_path):
         assert r.returncode == 0, r.stdout
         targets = docker_replicas(f"{PROJECT}/tfserving-replica")
         assert len(targets) == REPLICAS
+        for t in targets:  # healthy = one version of each model; both labels' versions are needed here
+            with GrpcClient(t, retries=0) as c:
+                wait_for(lambda: {s["version"] for s in c.status("mlp") if s["state"] == "AVAILABLE"} == {1, 2},
+                         timeout=120, what=f"both mlp versions on {t}")
         with _PerReplica(targets) as traffic:
             while min(len(v) for v in traffic.versions.values()) < 20:
                 time.sleep(0.05)
