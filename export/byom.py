@@ -260,7 +260,11 @@ def describe(path: str | os.PathLike, name: str = "MODEL") -> str:
                 lines.append("  REST: none: TF Serving's JSON API cannot call a signature without inputs")
                 lines.append(f"  gRPC: {grpc}.predict({name!r}, {{}}{sig_arg})")
                 continue
-            tried = list(candidates(sig, features))
+            try:
+                tried = list(candidates(sig, features))
+            except PublishError as e:
+                lines.append(f"  (no example: {e})")
+                continue
             feeds = next((f for f in tried if _runs(servable, sig, f)), tried[0])
             if sum(a.size for a in feeds.values()) <= _INLINE_MAX:
                 body = {k: _json_value(v) for k, v in feeds.items()}

@@ -123,7 +123,13 @@ def candidates(sig, features: list[Feature]) -> Iterator[dict[str, np.ndarray]]:
                 [serialize_examples([{}])[0], b"a"]
             options[alias] = [np.full(dims, b, dtype=object) for b in blobs]
         else:
-            npd = NP_DTYPE[ti.dtype]
+            npd = NP_DTYPE.get(ti.dtype)
+            if npd is None:
+                from serving.wire.tensor_proto import dtype_name
+
+                raise PublishError(f"signature {sig.name!r}: input {alias!r} is {dtype_name(ti.dtype)}, which no "
+                                   f"input can be generated for; pass --sample {sig.name}='<TF Serving REST body>' "
+                                   f"or --skip-signature {sig.name}")
             options[alias] = [np.full(dims, True if npd.kind == "b" else (0.5 if npd.kind in "fc" else 1), npd)]
     depth = max((len(v) for v in options.values()), default=1)
     for i in range(depth):
