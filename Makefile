@@ -21,12 +21,15 @@ help: ## list the targets
 	@echo "variables: GRPC_PORT=$(GRPC_PORT) REST_PORT=$(REST_PORT) SERVER=auto|embedded|docker|docker-gpu DETACH=1"
 	@echo "           MODEL_CONFIG=FILE (serve your own config) TFS_IMAGE=$(TFS_IMAGE) MODELS=$(MODELS)"
 
-$(STAMP): requirements.lock
+# The project itself goes in editable, so .venv/bin/tfsb-client (tfsb-serve, tfsb-export, tfsb-byom) and
+# `import clients` work from any directory while the code stays the checkout's.
+$(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
-setup: $(STAMP) ## create .venv and install the pinned dependencies (only when requirements.lock changed)
+setup: $(STAMP) ## create .venv, install the pinned dependencies and the project (editable; again when the lock or pyproject.toml change)
 
 export: $(STAMP) ## train the demo models and publish the next version of each under ./models
 	$(PY) -m export --model all --base-path $(MODELS)

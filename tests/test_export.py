@@ -572,3 +572,19 @@ def test_publishers_in_other_pid_namespaces_are_judged_by_their_lock(tmp_path):
     assert len(hidden) == 1
     assert publish(tiny(2), base).version == 3
     assert [p for p in (base / "tiny").iterdir() if p.name.startswith(".publishing-")] == []
+
+
+def test_make_setup_installs_the_project_so_its_scripts_work_from_any_directory(tmp_path):
+    """`make setup` installs the checkout (editable) into .venv: the console scripts exist and import the
+    checkout's code from anywhere."""
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("not running in a virtual environment (make setup creates .venv)")
+    script = Path(sys.executable).parent / "tfsb-byom"
+    assert script.is_file(), "make setup did not install the project into the virtual environment"
+    r = subprocess.run([str(script), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert r.returncode == 0 and r.stdout.startswith("usage: tfsb-byom "), r.stderr[-2000:]
+    imp = subprocess.run([sys.executable, "-c", "import clients; print(clients.__file__)"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert imp.stdout.strip() == str(REPO / "clients" / "__init__.py")
