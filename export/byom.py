@@ -28,8 +28,8 @@ from typing import Any, Callable
 import numpy as np
 
 from export.publish import Published, PublishError, commit, example_log, staging, version_number, write_warmup
-from export.samples import (candidates, example_candidates, example_json, from_request_body, parse_spec,
-                            serialize_examples, takes_examples)
+from export.samples import (candidates, example_candidates, from_request_body, parse_spec, serialize_examples,
+                            takes_examples)
 from serving import program_name
 
 

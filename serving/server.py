@@ -17,8 +17,8 @@ from serving.flags import ServerOptions, unsupported_settings
 from serving.lifecycle import Lifecycle
 from serving.platform import Loader, load_settings
 from serving.ports import check_ports, host_port
-from serving.tls import server_credentials
 from serving.registry import ModelRegistry
+from serving.tls import server_credentials
 from serving.versions import LoadPolicy, VersionRecord
 
 log = logging.getLogger("serving")

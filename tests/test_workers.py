@@ -119,7 +119,7 @@ def test_workers_die_with_a_killed_supervisor_and_leave_nothing(zoo):
     """kill -9 of the supervisor: its workers stop within about a second (no orphan keeps serving the old
     config on the shared ports), the control directory is removed, and a new server can take the ports."""
     base, _ = zoo
-    srv = ServerProcess([f"--model_name=mlp", f"--model_base_path={base / 'mlp'}", "--num_server_processes=2"])
+    srv = ServerProcess(["--model_name=mlp", f"--model_base_path={base / 'mlp'}", "--num_server_processes=2"])
     srv.wait_ready()
     wait_for(lambda: len(_children(srv.proc.pid)) == 2 and all(
         _listens_on(c, srv.grpc_port) for c in _children(srv.proc.pid)), timeout=120, what="two workers")
@@ -176,7 +176,7 @@ def _running(pid: int) -> bool:
 
 def test_sigterm_stops_every_worker(zoo, tmp_path):
     base, _ = zoo
-    srv = ServerProcess([f"--model_name=mlp", f"--model_base_path={base / 'mlp'}", "--num_server_processes=2"],
+    srv = ServerProcess(["--model_name=mlp", f"--model_base_path={base / 'mlp'}", "--num_server_processes=2"],
                         rest=False)
     srv.wait_ready()
     wait_for(lambda: len(_children(srv.proc.pid)) == 2, timeout=120, what="two workers")
