@@ -89,9 +89,6 @@ class BatchScheduler:
         self._running = 0
         self._limit = max(1, opts.num_batch_threads)
 
-    def stop(self) -> None:
-        """Nothing to stop: no thread of its own. Kept so owners can treat schedulers uniformly."""
-
     # ------------------------------------------------------------------------------------ submit
     def run(self, servable, sig, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         """`BatchedServable.run_signature`: queue the request's rows, run them in a batch of `servable`."""
@@ -238,20 +235,17 @@ def _pad(arr: np.ndarray, target: tuple[int, ...]) -> np.ndarray:
 class BatchedServable:
     """A loaded version whose signature runs go through a BatchScheduler: the runtime knows nothing of
     batching, the core calls `run_signature` either way. Everything else (signatures, metadata, the
-    by-name `run` that classify/regress use) is the wrapped servable's. `owns` (per-model batching
-    parameters): the scheduler is this version's alone and stops when it unloads."""
+    by-name `run` that classify/regress use) is the wrapped servable's. The scheduler has no thread of its
+    own, so nothing of it outlives the version (per-model batching) or needs stopping (the shared one)."""
 
-    def __init__(self, inner, scheduler: BatchScheduler, *, owns: bool = False):
+    def __init__(self, inner, scheduler: BatchScheduler):
         self.inner = inner
         self.scheduler = scheduler
-        self.owns = owns
 
     def run_signature(self, sig, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         return self.scheduler.run(self.inner, sig, inputs, outputs)
 
     def close(self) -> None:
-        if self.owns:
-            self.scheduler.stop()
         self.inner.close()
 
     def __getattr__(self, name: str):

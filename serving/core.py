@@ -277,9 +277,9 @@ class Core:
     the answer is built), then run the request through `Inference` on it."""
 
     def __init__(self, registry: ModelRegistry, *, inference: Inference | None = None,
-                 budget: MemoryBudget = UNLIMITED, method_name_check: bool = False):
+                 budget: MemoryBudget = UNLIMITED):
         self.registry = registry
-        self.inference = inference if inference is not None else Inference(method_name_check=method_name_check)
+        self.inference = inference if inference is not None else Inference()
         self.budget = budget  # request memory in flight, shared by every transport
 
     def metric_model_name(self, name: str) -> str:

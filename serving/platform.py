@@ -183,5 +183,5 @@ class Loader:
 
                 p = parse_text_file(per_model, BatchingParameters)
                 scheduler = BatchScheduler(BatchOptions.from_proto(p, s.batching.num_batch_threads))
-                return BatchedServable(servable, scheduler, owns=True)
+                return BatchedServable(servable, scheduler)
         return servable

@@ -39,11 +39,12 @@ def _decode_arg(raw: str, what: str) -> str:
         raise _EmptyBodyError(f"Failed to decode {what}:{raw}") from None
 
 
-def _parse_model_info(method: str, path: str) -> tuple[bool, str, int | None, str | None, str, str]:
-    """`ParseModelInfo`: (matched, model, version, label, verb, subresource)."""
+def _parse_model_info(method: str, path: str) -> tuple[bool, str, int | None, str | None, str]:
+    """`ParseModelInfo`: (matched, model, version, label, last path part: the verb of a POST, `metadata` or
+    nothing for a GET)."""
     m = (_POST_RE if method == "POST" else _GET_RE).fullmatch(path) if method in ("POST", "GET") else None
     if m is None:
-        return False, "", None, None, "", ""
+        return False, "", None, None, ""
     name, vstr, label, last = m.group(1) or "", m.group(2), m.group(3), m.group(4) or ""
     if name:
         name = _decode_arg(name, "model name")
@@ -55,7 +56,7 @@ def _parse_model_info(method: str, path: str) -> tuple[bool, str, int | None, st
         version = v
     if label:
         label = _decode_arg(label, "model version label")
-    return True, name, version, label, last, last
+    return True, name, version, label, last
 
 
 class _JsonInputs:
@@ -103,16 +104,16 @@ class RestHandler:
     def process(self, method: str, path: str, body: bytes) -> Answer:
         model, api = "", ""
         try:
-            matched, model, version, label, verb, sub = _parse_model_info(method, path)
+            matched, model, version, label, last = _parse_model_info(method, path)
             spec = Spec(model, version, label)  # refuses a version together with a label
-            if method == "POST" and matched and verb in ("predict", "classify", "regress"):
-                api = verb
-                served, out = getattr(self, verb)(spec, body)
+            if method == "POST" and matched and last in ("predict", "classify", "regress"):
+                api = last
+                served, out = getattr(self, last)(spec, body)
                 return Answer(200, out, model, api, "OK", served)
             if method == "GET" and matched:
                 if not model:
                     raise InvalidArgumentError("Missing model name in request.")
-                out = self.metadata(spec) if sub == "metadata" else self.status(spec)
+                out = self.metadata(spec) if last == "metadata" else self.status(spec)
                 return Answer(200, out, model, api)
             raise InvalidArgumentError(f"Malformed request: {method} {path}")
         except _EmptyBodyError as e:

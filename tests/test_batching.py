@@ -54,7 +54,7 @@ def _concurrent(fn, n):
 
 def test_batched_servable_wraps_the_runtime():
     """The runtime knows nothing of batching: the wrapper sends signature runs through the scheduler, passes
-    everything else through, and stops a scheduler it owns when the version unloads."""
+    everything else through, and closes the version it wraps."""
     fake = FakeServable()
     fake.signatures = {"serving_default": FakeSig}
     fake.closed = 0
@@ -63,23 +63,14 @@ def test_batched_servable_wraps_the_runtime():
         fake.closed += 1
 
     fake.close = close
-
-    class CountingScheduler(BatchScheduler):
-        stopped = 0
-
-        def stop(self):
-            CountingScheduler.stopped += 1
-
-    sched = CountingScheduler(BatchOptions(max_batch_size=8, batch_timeout_micros=300_000, num_batch_threads=1))
-    wrapped = BatchedServable(fake, sched, owns=True)
+    sched = BatchScheduler(BatchOptions(max_batch_size=8, batch_timeout_micros=300_000, num_batch_threads=1))
+    wrapped = BatchedServable(fake, sched)
     assert wrapped.signatures is fake.signatures
     out, errs = _concurrent(lambda i: wrapped.run_signature(FakeSig, {"x": np.full((2, 1), i, np.float32)}, ["y"]), 3)
     assert errs == [None] * 3 and [o["y"][0, 0] for o in out] == [0.0, 2.0, 4.0]
     assert fake.batches == [6]  # one merged run of the three requests
     wrapped.close()
-    assert fake.closed == 1 and CountingScheduler.stopped == 1
-    BatchedServable(fake, sched).close()  # a shared (global) scheduler outlives the version
-    assert fake.closed == 2 and CountingScheduler.stopped == 1
+    assert fake.closed == 1
 
 
 def test_concurrent_requests_are_merged_and_split_back():
@@ -90,7 +81,6 @@ def test_concurrent_requests_are_merged_and_split_back():
     for i, o in enumerate(out):
         np.testing.assert_array_equal(o["y"], np.full((2, 3), 2 * i, np.float32))  # each gets its own rows
     assert sum(fake.batches) == 16 and len(fake.batches) < 8
-    sched.stop()
 
 
 def test_allowed_batch_sizes_pad_and_slice():
@@ -99,7 +89,6 @@ def test_allowed_batch_sizes_pad_and_slice():
     out = sched.run(fake, FakeSig, {"x": np.arange(3, dtype=np.float32)[:, None]}, ["y"])
     assert fake.batches == [4] and out["y"].shape == (3, 1)
     np.testing.assert_array_equal(out["y"][:, 0], [0, 2, 4])
-    sched.stop()
 
 
 def test_variable_length_inputs_need_padding_enabled():
@@ -108,7 +97,6 @@ def test_variable_length_inputs_need_padding_enabled():
                                             pad_variable_length_inputs=pad))
         fake = FakeServable()
         out, errs = _concurrent(lambda i: sched.run(fake, FakeSig, {"x": np.ones((1, 2 + i), np.float32)}, ["y"]), 2)
-        sched.stop()
         return out, errs, fake
 
     out, errs, fake = run(True)
@@ -127,7 +115,6 @@ def test_task_larger_than_max_batch_and_input_checks():
         sched.run(fake, FakeSig, {"x": np.float32(1.0).reshape(())}, ["y"])
     with pytest.raises(InvalidArgumentError, match="equal 0th-dimension size"):
         sched.run(fake, FakeSig, {"x": np.ones((2, 1)), "z": np.ones((3, 1))}, ["y"])
-    sched.stop()
 
 
 def fake_started(sched) -> bool:
@@ -151,7 +138,6 @@ def test_full_queue_answers_unavailable():
     gate.set()
     for t in threads:
         t.join()
-    sched.stop()
 
 
 def test_allowed_sizes_must_end_at_max():
