@@ -28,9 +28,6 @@ class MemoryBudget:
     def used(self) -> int:
         return self._used
 
-    def fits(self, n: int) -> bool:
-        return not self.limit or self._used + n <= self.limit
-
     def reserve(self, n: int, what: str = "request") -> "Reservation":
         r = Reservation(self)
         r.grow(n, what)

@@ -40,10 +40,6 @@ class Lifecycle:
 
     # ------------------------------------------------------------------------------------ state
     @property
-    def phase(self) -> Phase:
-        return self._phase
-
-    @property
     def stopping(self) -> bool:
         """True from the moment shutdown begins (also once stopped)."""
         return self._stopping.is_set()

@@ -24,12 +24,15 @@ log = logging.getLogger("serving.registry")
 
 
 class ModelRegistry:
-    def __init__(self, loader: Loader, *, load_policy: LoadPolicy, poll_seconds: int,
+    """`loader_for(platform)` gives the loader of a model's `model_platform`: fixed for the model's lifetime
+    (validate() refuses a change), so each model's versions load the way its platform says."""
+
+    def __init__(self, loader_for: Callable[[str], Loader], *, load_policy: LoadPolicy, poll_seconds: int,
                  allow_unavailable_labels: bool = False,
                  on_event: Callable[[str, VersionRecord], None] | None = None,
                  on_removed: Callable[[str], None] | None = None,
                  platforms: frozenset[str] = frozenset({"tensorflow"})):
-        self._loader = loader
+        self._loader_for = loader_for
         self._platforms = platforms
         self._on_removed = on_removed or (lambda name: None)
         self._load_policy = load_policy
@@ -120,7 +123,8 @@ class ModelRegistry:
             labels = self._compute_labels(cfg)
             removed = [name for name in self._models if name not in wanted]
             for m in added:
-                self._models[m.name] = ModelVersions(m.name, self._loader_for(m), self._load_policy, self._on_event)
+                self._models[m.name] = ModelVersions(m.name, self._loader_for(m.model_platform or "tensorflow"),
+                                                     self._load_policy, self._on_event)
             self.config = cfg
             self._labels = labels
             for name in removed:
@@ -132,13 +136,6 @@ class ModelRegistry:
                 self._await_settling(added)
             waiting = [(m, self._models[m.name]) for m in added]
         self._await(waiting, wait_seconds, reload)
-
-    def _loader_for(self, m) -> Loader:
-        """The loader for one model. A loader with `for_platform` (the server's) is specialised to the model's
-        `model_platform`, fixed for the model's lifetime (validate() refuses a change); any other callable
-        `(model, version, path)` is used as it is."""
-        bind = getattr(self._loader, "for_platform", None)
-        return bind(m.model_platform or "tensorflow") if bind is not None else self._loader
 
     def _await_settling(self, added: list) -> None:
         """A model whose versions were all written moments ago (`make export serve`, a test that exports then

@@ -43,6 +43,11 @@ class FakeLoader:
         return FakeServable(version)
 
 
+def _any_platform(loader):
+    """The registry's `loader_for`: the same fake loader for every model_platform."""
+    return lambda platform: loader
+
+
 def _wait(pred, timeout=10.0):
     deadline = time.monotonic() + timeout
     while not pred():
@@ -253,7 +258,7 @@ def _config(base: Path, labels: dict[str, int] | None = None, policy="model_vers
 
 
 def _registry(allow=False, fail=()):
-    return ModelRegistry(FakeLoader(fail=fail), load_policy=FAST, poll_seconds=0, allow_unavailable_labels=allow)
+    return ModelRegistry(_any_platform(FakeLoader(fail=fail)), load_policy=FAST, poll_seconds=0, allow_unavailable_labels=allow)
 
 
 def test_labels_require_available_versions(tmp_path):
@@ -358,7 +363,7 @@ def test_reload_of_a_stuck_model_neither_blocks_polling_nor_waits_unbounded(tmp_
                 gate.wait(30)  # a load that takes "forever"
             return super().__call__(model, version, path)
 
-    reg = ModelRegistry(Loader(), load_policy=FAST, poll_seconds=0)
+    reg = ModelRegistry(_any_platform(Loader()), load_policy=FAST, poll_seconds=0)
     reg.source = FileSystemSource(reg._emit, settle_seconds=0)
     one = f'config {{ name: "good" base_path: "{good}" model_platform: "tensorflow" }}'
     two = one + f' config {{ name: "stuck" base_path: "{stuck}" model_platform: "tensorflow" }}'
@@ -381,7 +386,7 @@ def test_reload_of_a_stuck_model_neither_blocks_polling_nor_waits_unbounded(tmp_
 def test_reload_answers_at_the_first_failed_attempt_while_retries_go_on(tmp_path):
     _version(tmp_path, "1")
     slow_retries = LoadPolicy(max_num_load_retries=5, load_retry_interval_s=60.0)
-    reg = ModelRegistry(FakeLoader(fail={1}), load_policy=slow_retries, poll_seconds=0)
+    reg = ModelRegistry(_any_platform(FakeLoader(fail={1})), load_policy=slow_retries, poll_seconds=0)
     reg.source = FileSystemSource(reg._emit, settle_seconds=0)
     t0 = time.monotonic()
     with pytest.raises(UnknownError, match=r"cannot load 1 \(retrying in the background\)"):
@@ -393,7 +398,7 @@ def test_reload_answers_at_the_first_failed_attempt_while_retries_go_on(tmp_path
 
 def test_registry_specialises_a_platform_aware_loader_per_model(tmp_path):
     """The server's loader learns each model's `model_platform` from the registry (no lookup back into the
-    server); a plain `(model, version, path)` callable is used as it is."""
+    server)."""
     for name in ("a", "b"):
         _version(tmp_path / name, "1")
     seen = []
@@ -402,7 +407,7 @@ def test_registry_specialises_a_platform_aware_loader_per_model(tmp_path):
         def for_platform(self, platform):
             return lambda model, version, path: (seen.append((model, platform)), self(model, version, path))[1]
 
-    reg = ModelRegistry(PlatformLoader(), load_policy=FAST, poll_seconds=0,
+    reg = ModelRegistry(PlatformLoader().for_platform, load_policy=FAST, poll_seconds=0,
                         platforms=frozenset({"tensorflow", "other"}))
     reg.source = FileSystemSource(reg._emit, settle_seconds=0)
     cfg = text_format.Parse(f'model_config_list {{ config {{ name: "a" base_path: "{tmp_path / "a"}" '
@@ -525,7 +530,7 @@ def test_a_served_version_whose_files_are_swapped_keeps_serving(tmp_path, swap):
     _cp(backup, root / "m")
     _aged(root / "m")
     loader = FakeLoader()
-    reg = ModelRegistry(loader, load_policy=FAST, poll_seconds=0)
+    reg = ModelRegistry(_any_platform(loader), load_policy=FAST, poll_seconds=0)
     reg.source = FileSystemSource(reg._emit, settle_seconds=60, held=reg._held)
     reg.apply(_config(root / "m", policy=""))
     mv = reg.model("m")
@@ -547,7 +552,7 @@ def test_a_served_version_that_stays_deleted_is_unloaded_on_the_next_poll(tmp_pa
     for v in ("1", "2"):
         _version(tmp_path, v)
     _aged(tmp_path)
-    reg = ModelRegistry(FakeLoader(), load_policy=FAST, poll_seconds=0)
+    reg = ModelRegistry(_any_platform(FakeLoader()), load_policy=FAST, poll_seconds=0)
     reg.source = FileSystemSource(reg._emit, settle_seconds=60, held=reg._held)
     reg.apply(_config(tmp_path))
     _wait(lambda: reg.model("m").available() == [1, 2])
