@@ -28,29 +28,31 @@ class MemoryBudget:
     def used(self) -> int:
         return self._used
 
-    def reserve(self, n: int, what: str = "request") -> "Reservation":
-        r = Reservation(self)
+    def reserve(self, n: int, what: str = "request", *, json_body: bool = False) -> "Reservation":
+        """`json_body`: the request is JSON text, which costs ~20x its size once parsed: a refusal suggests
+        gRPC, where the same tensors cost about their own size."""
+        r = Reservation(self, json_body)
         r.grow(n, what)
         return r
 
     def check(self, n: int, what: str = "request") -> None:
         """Raise what `reserve(n)` would raise now, without taking anything."""
         with self._lock:
-            self._refuse_unless_fits(n, what)
+            self._refuse_unless_fits(n, what, False)
 
-    def _take(self, n: int, what: str) -> None:
+    def _take(self, n: int, what: str, json_body: bool) -> None:
         with self._lock:
-            self._refuse_unless_fits(n, what)
+            self._refuse_unless_fits(n, what, json_body)
             self._used += max(0, n)
 
-    def _refuse_unless_fits(self, n: int, what: str) -> None:
+    def _refuse_unless_fits(self, n: int, what: str, json_body: bool) -> None:
         """Under the lock."""
         if self.limit and n > 0:
             if n > self.limit:
                 raise ResourceExhaustedError(
                     f"{what} needs about {n} bytes of memory, more than the server's request memory budget of "
                     f"{self.limit} bytes (--request_memory_budget_bytes); send it in smaller requests"
-                    + (" or over gRPC" if "JSON" in what else ""))
+                    + (" or over gRPC" if json_body else ""))
             if self._used + n > self.limit:
                 raise ResourceExhaustedError(
                     f"Server is out of request memory: {what} needs about {n} bytes, {self._used} of "
@@ -65,13 +67,14 @@ class MemoryBudget:
 class Reservation:
     """Bytes held for one request; grows as more is learned, released once (also as a context manager)."""
 
-    def __init__(self, budget: MemoryBudget):
+    def __init__(self, budget: MemoryBudget, json_body: bool = False):
         self._budget = budget
+        self._json_body = json_body
         self.bytes = 0
 
     def grow(self, n: int, what: str = "request") -> None:
         if n > 0:
-            self._budget._take(n, what)
+            self._budget._take(n, what, self._json_body)
             self.bytes += n
 
     def release(self) -> None:

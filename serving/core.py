@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Collection, Iterator, Protocol, Sequence
 
 import numpy as np
 from tensorflow_serving.apis import (classification_pb2, get_model_status_pb2, inference_pb2, input_pb2,
@@ -20,7 +20,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_status_pb2, i
 from serving import metrics
 from serving.admission import UNLIMITED, MemoryBudget
 from serving.errors import (FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError,
-                            UnimplementedError)
+                            ServingError, UnimplementedError)
 from serving.registry import ModelRegistry
 from serving.runtime import SavedModelServable, Signature
 from serving.versions import State, VersionRecord
@@ -29,6 +29,7 @@ from serving.wire.spec import DEFAULT_SIGNATURE, Spec, spec_from_proto
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
+WARMUP_API = "warmup"  # the `api` of replayed warmup records: not counted as the version's traffic
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,16 @@ class Prediction:
     outputs: dict[str, np.ndarray]
 
 
-Decoder = Callable[[Signature], dict[str, np.ndarray]]
-"""Turns the resolved signature into feeds. A decoder with a `names` attribute (the input aliases it will
-produce) has them checked against the signature before it runs, so a bad request costs no decoding."""
+class Decoder(Protocol):
+    """A transport's request inputs, decoded only once the core knows the signature of the version it
+    resolved (REST needs its dtypes; gRPC reserves memory before decoding)."""
+
+    names: Collection[str] | None  # the aliases it will produce, checked before decoding (None: not known)
+
+    def __call__(self, sig: Signature) -> dict[str, np.ndarray]: ...
+
+    def missing_signature(self, name: str) -> ServingError:
+        """The error for a signature the version does not have, in the transport's words."""
 
 
 def _join(names) -> str:
@@ -61,27 +69,25 @@ class Inference:
         """Predict against one given servable (also used by warmup, before the version is AVAILABLE)."""
         sig = servable.signatures.get(spec.signature)
         if sig is None:
-            missing = getattr(inputs, "missing_signature", None)  # REST words it as GetInfoMap does
-            raise missing(spec.signature) if missing is not None else \
-                FailedPreconditionError(f'Serving signature key "{spec.signature}" not found.')
+            raise (FailedPreconditionError(f'Serving signature key "{spec.signature}" not found.')
+                   if isinstance(inputs, dict) else inputs.missing_signature(spec.signature))
         if self.method_name_check and sig.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
             raise InternalError("Expected prediction signature method_name to be one of {"
                                 f"{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}}}. "
                                 f"Was: {sig.method_name}")
         outputs = self._check_output_filter(sig, output_filter)
-        if callable(inputs):
-            names = getattr(inputs, "names", None)
-            if names is not None:  # everything cheap is checked before a byte is decoded
-                self._check_inputs(sig, names)
-            feeds = inputs(sig)
-        else:
+        if isinstance(inputs, dict):
             feeds = inputs
+        else:
+            if inputs.names is not None:  # everything cheap is checked before a byte is decoded
+                self._check_inputs(sig, inputs.names)
+            feeds = inputs(sig)
         self._check_inputs(sig, feeds)
         t0 = time.perf_counter()
         result = servable.run_signature(sig, dict(feeds), outputs)
         took = time.perf_counter() - t0
         metrics.runtime_latency(spec.name, api, took)
-        if api != "warmup":  # replayed warmup records are not traffic
+        if api != WARMUP_API:  # replayed warmup records are not traffic
             metrics.version_request(spec.name, version, spec.label, took)
         return Prediction(spec.name, version, spec.signature, result)
 

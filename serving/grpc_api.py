@@ -19,8 +19,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from serving import metrics
 from serving.admission import MemoryBudget, Reservation
 from serving.core import Core
-from serving.errors import (Code, InternalError, InvalidArgumentError, PermissionDeniedError, ServingError,
-                            UnavailableError)
+from serving.errors import (Code, FailedPreconditionError, InternalError, InvalidArgumentError,
+                            PermissionDeniedError, ServingError, UnavailableError)
 from serving.registry import ModelRegistry
 from serving.wire import tensor_proto
 from serving.wire.spec import spec_from_proto
@@ -177,6 +177,10 @@ class ProtoInputs:
                 raise InvalidArgumentError(f"tensor parsing error: {alias} ({e})") from e
         return inputs
 
+    @staticmethod
+    def missing_signature(name: str) -> ServingError:
+        return FailedPreconditionError(f'Serving signature key "{name}" not found.')
+
 
 def _model_name(request) -> str:
     if hasattr(request, "model_spec"):
@@ -214,21 +218,21 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         _fill_spec(resp.model_spec, spec.name, pred.version, pred.signature_name)
         return resp
 
-    def _examples(self, request, kind: str, response_cls):
+    def _examples(self, request, run, response_cls):
         _require_spec(request)
         spec = spec_from_proto(request.model_spec)
-        version, result = getattr(self.core, kind)(spec, request.input)
+        version, result = run(spec, request.input)
         resp = response_cls(result=result)
         _fill_spec(resp.model_spec, spec.name, version, spec.signature)
         return resp
 
     @_rpc("Classify")
     def Classify(self, request, context, held=None) -> classification_pb2.ClassificationResponse:
-        return self._examples(request, "classify", classification_pb2.ClassificationResponse)
+        return self._examples(request, self.core.classify, classification_pb2.ClassificationResponse)
 
     @_rpc("Regress")
     def Regress(self, request, context, held=None) -> regression_pb2.RegressionResponse:
-        return self._examples(request, "regress", regression_pb2.RegressionResponse)
+        return self._examples(request, self.core.regress, regression_pb2.RegressionResponse)
 
     @_rpc("MultiInference")
     def MultiInference(self, request, context, held=None):

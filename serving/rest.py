@@ -207,7 +207,8 @@ class RestApp:
         if self.max_body and n > self.max_body:
             raise _Refused(self._too_big(n))
         try:
-            return self.budget.reserve(n * (1 + JSON_EXPANSION), f"A JSON request body of {n} bytes")
+            return self.budget.reserve(n * (1 + JSON_EXPANSION), f"A JSON request body of {n} bytes",
+                                       json_body=True)
         except ServingError as e:
             raise _Refused(e) from None
 

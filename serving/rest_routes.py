@@ -64,6 +64,7 @@ class _JsonInputs:
     request, so the dtypes and the model call always come from the same version, even mid-rollover."""
 
     __slots__ = ("doc", "signature_name", "allow_fast", "fmt")
+    names = None  # known only once decoded against the signature
 
     def __init__(self, doc, signature_name: str, allow_fast: bool):
         self.doc, self.signature_name, self.allow_fast, self.fmt = doc, signature_name, allow_fast, None

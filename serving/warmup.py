@@ -10,14 +10,13 @@ import time
 from tensorflow_serving.apis import prediction_log_pb2
 
 from serving import metrics
-from serving.core import Inference
+from serving.core import WARMUP_API, Inference
 from serving.errors import DataLossError, InvalidArgumentError, ServingError, UnimplementedError
 from serving.runtime import SavedModelServable, tf
 from serving.wire import tensor_proto
 from serving.wire.spec import spec_from_proto
 
 WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
-WARMUP_API = "warmup"  # the core does not count these as the version's traffic
 MAX_RECORDS = 1000
 
 

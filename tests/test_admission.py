@@ -90,3 +90,15 @@ def test_check_refuses_like_reserve_but_takes_nothing():
         assert b.used == 80
     with pytest.raises(ResourceExhaustedError, match="more than the server's request memory budget"):
         b.check(101)
+
+
+def test_a_refusal_suggests_grpc_only_for_json_bodies():
+    """A JSON body costs ~20x its size once parsed, the same tensors over gRPC about their own size."""
+    b = MemoryBudget(100)
+    with pytest.raises(ResourceExhaustedError, match="smaller requests or over gRPC$"):
+        b.reserve(200, "A JSON request body of 10 bytes", json_body=True)
+    r = b.reserve(0, "A JSON request body of 0 bytes", json_body=True)
+    with pytest.raises(ResourceExhaustedError, match="or over gRPC$"):
+        r.grow(200, "A decompressed JSON request body")  # the reservation remembers what it is for
+    with pytest.raises(ResourceExhaustedError, match="smaller requests$"):
+        b.reserve(200, "A request of 200 bytes")
