@@ -86,7 +86,7 @@ class Inference:
         t0 = time.perf_counter()
         result = servable.run_signature(sig, dict(feeds), outputs)
         took = time.perf_counter() - t0
-        metrics.runtime_latency(spec.name, api, took)
+        metrics.runtime_latency(spec.name, api, servable.RUNTIME, took)
         if api != WARMUP_API:  # replayed warmup records are not traffic
             metrics.version_request(spec.name, version, spec.label, took)
         return Prediction(spec.name, version, spec.signature, result)
@@ -234,7 +234,7 @@ class Inference:
         examples = self.serialize_input(inp)
         t0 = time.perf_counter()
         by_name = self._run_examples(servable, [(sig, inp_alias, outs)], examples)
-        metrics.runtime_latency(spec.name, kind.capitalize(), time.perf_counter() - t0)
+        metrics.runtime_latency(spec.name, kind.capitalize(), servable.RUNTIME, time.perf_counter() - t0)
         out = {o: by_name[sig.outputs[o].name] for o in outs}
         build = self._classification_result if kind == "classify" else self._regression_result
         return build(out, len(examples))
@@ -263,7 +263,7 @@ class Inference:
         examples = self.serialize_input(request.input)
         t0 = time.perf_counter()
         by_name = self._run_examples(servable, [(s, i, o) for s, i, o, _ in plan], examples)
-        metrics.runtime_latency(name, "MultiInference", time.perf_counter() - t0)
+        metrics.runtime_latency(name, "MultiInference", servable.RUNTIME, time.perf_counter() - t0)
         resp = inference_pb2.MultiInferenceResponse()
         for t, (sig, _, outs, method) in zip(tasks, plan):
             res = resp.results.add()

@@ -122,8 +122,9 @@ def request(model: str, api: str, entrypoint: str, code_name: str, seconds: floa
         _child(REQUEST_LATENCY, model, api, entrypoint).observe(seconds * 1e6)
 
 
-def runtime_latency(model: str, api: str, seconds: float) -> None:
-    _child(RUNTIME_LATENCY, model, api, "TF1").observe(seconds * 1e6)
+def runtime_latency(model: str, api: str, runtime: str, seconds: float) -> None:
+    """`runtime`: what ran the model (TF Serving's label: "TF1" for a SavedModel session, "TFLite")."""
+    _child(RUNTIME_LATENCY, model, api, runtime).observe(seconds * 1e6)
 
 
 def load(path: str, ok: bool, seconds: float) -> None:
@@ -138,16 +139,15 @@ def warmup(path: str, code_name: str, seconds: float, records: int) -> None:
 
 
 def version_state(model: str, version: int, state: int) -> None:
-    VERSION_STATE.labels(model, str(version)).set(state)
+    _child(VERSION_STATE, model, str(version)).set(state)
 
 
 def forget_model(model: str) -> None:
-    """Drop every label value of a model removed from the config (label sets must not only grow)."""
-    for key in [k for k in _children if k[1] and k[1][0] == model]:
-        del _children[key]
-    for metric in (REQUEST_COUNT, REQUEST_LATENCY, RUNTIME_LATENCY, VERSION_STATE, VERSION_RUNTIME):
-        for labels in [lv for lv in list(metric._metrics) if lv and lv[0] == model]:  # noqa: SLF001
-            try:
-                metric.remove(*labels)
-            except KeyError:
-                pass
+    """Drop every label value of a model removed from the config (label sets must not only grow). Every
+    per-model series is made through `_child`, so its cache knows them all; `remove` is the public API."""
+    for metric, labels in [k for k in _children if k[1] and k[1][0] == model]:
+        del _children[(metric, labels)]
+        try:
+            metric.remove(*labels)
+        except KeyError:
+            pass

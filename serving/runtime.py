@@ -101,6 +101,8 @@ class TensorNameServable:
 class SavedModelServable(TensorNameServable):
     """One loaded version. Thread-safe: TF sessions run concurrently; callables are created once."""
 
+    RUNTIME = "TF1"  # the metrics' runtime label, as TF Serving names its session runtime
+
     def __init__(self, path: str | Path, tags: Sequence[str] = ("serve",), *, session_config=None):
         self.path = str(path)
         _check_looks_like_saved_model(self.path)

@@ -87,6 +87,8 @@ def _metadata_signatures(content: bytes) -> dict[str, meta_graph_pb2.SignatureDe
 class TfLiteServable(TensorNameServable):
     """One loaded `model.tflite` version; the same interface the core uses for a SavedModel."""
 
+    RUNTIME = "TFLite"  # the metrics' runtime label
+
     def __init__(self, path: str, *, pools: int = 1, interpreters_per_pool: int = 1):
         self.path = path
         try:

@@ -562,3 +562,26 @@ def test_platform_config_errors_follow_tf_serving(tmp_path):
         cfgmod.validate(cfg, None, frozenset(other))
     cfg.model_config_list.config[0].model_platform = "my_platform"
     cfgmod.validate(cfg, None, frozenset(other))
+
+
+def test_the_runtime_label_names_what_ran_the_model(zoo, tmp_path):
+    """TF Serving's runtime_latency metric says which runtime served a request: a TFLite version is not "TF1"."""
+    from serving import metrics
+    from tests.inprocess import InProcessServer
+
+    base, _ = zoo
+    cfg = tmp_path / "models.config"
+    cfg.write_text(_config({"mlp_lite": base / "mlp_lite", "linear": base / "linear"}))
+    srv = InProcessServer([f"--model_config_file={cfg}", "--prefer_tflite_model=true"], rest=False)
+    srv.wait_ready()
+    try:
+        with GrpcClient(srv.grpc_target, retries=0) as g:
+            g.predict("mlp_lite", {"x": np.ones((1, 10), np.float32)})
+            g.predict("linear", {"x": np.ones((1, 1), np.float32)})
+        runtimes = {(s.labels["model_name"], s.labels["runtime"]) for fam in metrics.REGISTRY.collect()
+                    if fam.name == ":tensorflow:serving:runtime_latency" for s in fam.samples
+                    if s.name.endswith("_count") and s.value > 0}
+        assert ("mlp_lite", "TFLite") in runtimes and ("linear", "TF1") in runtimes
+        assert ("mlp_lite", "TF1") not in runtimes
+    finally:
+        srv.stop()

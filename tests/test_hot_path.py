@@ -74,7 +74,7 @@ class _Registry:
             sd.inputs["x"].dtype = 9  # int64 in "version 2"
         servable = SimpleNamespace(
             signatures={"serving_default": Signature("serving_default", sd)}, signature_defs={"serving_default": sd},
-            run_signature=lambda sig, inputs, outputs: {"y": inputs["x"] * 2})
+            run_signature=lambda sig, inputs, outputs: {"y": inputs["x"] * 2}, RUNTIME="TF1")
         yield SimpleNamespace(servable=servable, version=self.resolves)
 
 
