@@ -174,8 +174,9 @@ def _start_grpc(server: Server, creds) -> None:
     from serving.grpc_api import CallExecutor, build_server, drain, parse_channel_arguments
 
     opts = server.options
-    server.health = health.HealthServicer(experimental_non_blocking=True)
-    server.lifecycle.on_change(server.update_health)
+    if opts.enable_grpc_healthcheck_service:  # as in TF Serving: the standard health service only when asked
+        server.health = health.HealthServicer(experimental_non_blocking=True)
+        server.lifecycle.on_change(server.update_health)
     calls = CallExecutor(max(1, opts.grpc_max_threads))
     gs = build_server(server.core, server.registry, max_workers=max(1, opts.grpc_max_threads), executor=calls,
                       on_reloaded=server.control.reloaded if server.control is not None else None,

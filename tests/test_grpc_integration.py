@@ -498,3 +498,24 @@ def test_version_flag():
                        timeout=120)
     assert r.returncode == 0
     assert r.stdout.startswith("TensorFlow ModelServer: ") and "\nTensorFlow Library: 2.21" in r.stdout
+
+
+def test_the_health_service_exists_only_when_asked(zoo):
+    """--enable_grpc_healthcheck_service (default false, as in TF Serving) registers grpc.health.v1.Health."""
+    from tests.inprocess import InProcessServer
+
+    base, _ = zoo
+    for flag, want in (([], grpc.StatusCode.UNIMPLEMENTED), (["--enable_grpc_healthcheck_service"], None)):
+        srv = InProcessServer(["--model_name=linear", f"--model_base_path={base / 'linear'}", *flag], rest=False)
+        srv.wait_ready()
+        try:
+            with grpc.insecure_channel(srv.grpc_target) as ch:
+                stub = health_pb2_grpc.HealthStub(ch)
+                if want is None:
+                    assert stub.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+                else:
+                    with pytest.raises(grpc.RpcError) as e:
+                        stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+                    assert e.value.code() == want
+        finally:
+            srv.stop()

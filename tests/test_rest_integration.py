@@ -136,7 +136,8 @@ def test_readiness_flips_only_after_a_version_loads(zoo, tmp_path, demo_server):
     cfg = tmp_path / "models.config"
     cfg.write_text(f'model_config_list {{ config {{ name: "linear" base_path: "{ready_dir}" model_platform: "tensorflow" }}'
                    f' config {{ name: "late" base_path: "{empty_dir}" model_platform: "tensorflow" }} }}')
-    srv = InProcessServer([f"--model_config_file={cfg}", "--file_system_poll_wait_seconds=1"]).wait_ready()
+    srv = InProcessServer([f"--model_config_file={cfg}", "--file_system_poll_wait_seconds=1",
+                           "--enable_grpc_healthcheck_service"]).wait_ready()
     try:
         assert requests.get(srv.rest_url + "/healthz").status_code == 200
         assert requests.get(srv.rest_url + "/readyz").status_code == 503  # "late" has nothing AVAILABLE
