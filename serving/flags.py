@@ -44,8 +44,11 @@ FLAGS: tuple[Flag, ...] = (
          "filesystem for model_config_file. If unset or set to zero, poll will be done exactly once."),
     Flag("model_name", "string", "default", "name of model (ignored if --model_config_file flag is set)"),
     Flag("model_base_path", "string", "", "path to export (ignored if --model_config_file flag is set)"),
-    Flag("num_load_threads", "int32", 0, "The number of threads in the thread-pool used to load servables."),
-    Flag("num_unload_threads", "int32", 0, "The number of threads in the thread-pool used to unload servables."),
+    # Not implemented: every model loads and unloads on a thread of its own (a slow model never holds others).
+    Flag("num_load_threads", "int32", 0, "The number of threads in the thread-pool used to load servables.",
+         False),
+    Flag("num_unload_threads", "int32", 0, "The number of threads in the thread-pool used to unload servables.",
+         False),
     Flag("max_num_load_retries", "int32", 5, "maximum number of times it retries loading a model after the "
          "first failure, before giving up."),
     Flag("load_retry_interval_micros", "int64", 60 * 1000 * 1000,

@@ -204,3 +204,10 @@ def test_a_port_in_use_fails_fast_with_exit_255_and_no_traceback(zoo, which):
     assert "Traceback" not in r.stdout + r.stderr and "terminate called" not in r.stderr
     assert "AVAILABLE" not in r.stderr  # refused before loading the model
     assert time.monotonic() - t0 < 60
+
+
+def test_load_thread_flags_say_they_have_no_effect():
+    from serving.flags import parse_flags, unsupported_settings
+
+    opts = parse_flags(["--num_load_threads=4", "--num_unload_threads=2", "--enable_grpc_healthcheck_service"])
+    assert unsupported_settings(opts) == (["--num_load_threads=4", "--num_unload_threads=2"], [])

@@ -69,3 +69,16 @@ def test_core_knows_no_transport_and_the_runtime_no_batching():
     for runtime in ("runtime.py", "tflite.py"):
         text = (REPO / "serving" / runtime).read_text()
         assert "batch" not in text.lower(), f"{runtime} mentions batching: the loader wraps servables instead"
+
+
+def test_every_flag_marked_supported_is_read_outside_the_flag_table():
+    """A flag that claims support must change something: the server reads it somewhere (a flag nothing reads
+    is marked unsupported, so setting it logs that it has no effect)."""
+    import re
+
+    from serving.flags import FLAGS
+
+    sources = [p.read_text() for p in (REPO / "serving").rglob("*.py") if p.name != "flags.py"]
+    unread = [f.name for f in FLAGS if f.supported is True
+              and not any(re.search(rf"\.{f.name}\b", text) for text in sources)]
+    assert unread == []
