@@ -24,15 +24,18 @@ log = logging.getLogger("serving.registry")
 
 
 class ModelRegistry:
-    """`loader_for(platform)` gives the loader of a model's `model_platform`: fixed for the model's lifetime
-    (validate() refuses a change), so each model's versions load the way its platform says."""
+    """Models load through `loader`, or through `loader_for(platform)`: the loader of a model's
+    `model_platform` (the server's), fixed for the model's lifetime (validate() refuses a change)."""
 
-    def __init__(self, loader_for: Callable[[str], Loader], *, load_policy: LoadPolicy, poll_seconds: int,
+    def __init__(self, loader: Loader | None = None, *, loader_for: Callable[[str], Loader] | None = None,
+                 load_policy: LoadPolicy, poll_seconds: int,
                  allow_unavailable_labels: bool = False,
                  on_event: Callable[[str, VersionRecord], None] | None = None,
                  on_removed: Callable[[str], None] | None = None,
                  platforms: frozenset[str] = frozenset({"tensorflow"})):
-        self._loader_for = loader_for
+        if (loader is None) == (loader_for is None):
+            raise TypeError("ModelRegistry needs one of loader or loader_for")
+        self._loader_for = loader_for or (lambda platform: loader)
         self._platforms = platforms
         self._on_removed = on_removed or (lambda name: None)
         self._load_policy = load_policy
@@ -43,7 +46,7 @@ class ModelRegistry:
         self._models: dict[str, ModelVersions] = {}
         self._labels: dict[str, dict[str, int]] = {}
         self.config: ModelServerConfig | None = None
-        self.source = FileSystemSource(self._emit, held=self._held)
+        self.source = FileSystemSource(self._emit)
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 
@@ -132,7 +135,7 @@ class ModelRegistry:
                 log.info("model %s removed from config; unloading its versions", name)
                 threading.Thread(target=self._remove, args=(name, mv), name=f"unload-{name}", daemon=True).start()
             if self._poll_seconds >= 0 and added:
-                self.source.poll(added)
+                self.source.poll(added, self._held)
                 self._await_settling(added)
             waiting = [(m, self._models[m.name]) for m in added]
         self._await(waiting, wait_seconds, reload)
@@ -148,7 +151,7 @@ class ModelRegistry:
             if not waiting or time.monotonic() >= deadline:
                 return
             time.sleep(interval)
-            self.source.poll(waiting)
+            self.source.poll(waiting, self._held)
 
     def _remove(self, name: str, mv: ModelVersions) -> None:
         mv.stop()
@@ -182,7 +185,7 @@ class ModelRegistry:
     def poll_now(self) -> None:
         with self._reload_lock:
             if self.config is not None:
-                self.source.poll(list(self.config.model_config_list.config))
+                self.source.poll(list(self.config.model_config_list.config), self._held)
 
     def start_polling(self) -> None:
         if self._poll_seconds <= 0 or self._poller is not None:

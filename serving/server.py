@@ -142,7 +142,7 @@ def build(opts: ServerOptions) -> Server:
         metrics.version_state(model, rec.version, int(rec.state))
         lifecycle.changed()
 
-    registry = ModelRegistry(Loader(settings, inference).for_platform,
+    registry = ModelRegistry(loader_for=Loader(settings, inference).for_platform,
                              load_policy=LoadPolicy(max(0, opts.max_num_load_retries), max(0.0, interval)),
                              poll_seconds=opts.file_system_poll_wait_seconds,
                              allow_unavailable_labels=opts.allow_version_labels_for_unavailable_models,

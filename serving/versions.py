@@ -277,17 +277,16 @@ class FileSystemSource:
     """Polls each model's base path and emits its aspired versions (TF Serving's
     FileSystemStoragePathSource), skipping version directories that are still being written.
 
-    A version the model already holds (`held`) is identified as TF Serving does, by version number and path
+    A version the model already holds (`held`, given by the registry with each poll) is identified as TF
+    Serving does, by version number and path
     string: a restore (`rm -rf` + `cp -r`), a symlink swap of the base path (git-sync, the kubelet's `..data`
     writer) or a rename away and back gives it new inodes and fresh mtimes, and it keeps serving. The settle
     check is only for versions never held. A held version missing from a readable base path stays wanted for
     one more poll, so a restore caught between its delete and its copy does not unload it."""
 
-    def __init__(self, emit: Callable[[str, dict[int, str]], None], *, settle_seconds: float = 2.0,
-                 held: Held | None = None):
+    def __init__(self, emit: Callable[[str, dict[int, str]], None], *, settle_seconds: float = 2.0):
         self._emit = emit
         self._settle = settle_seconds
-        self._held = held or (lambda model: {})
         self._missing: set[str] = set()  # held paths found missing on the last poll of a readable base path
         self._pending: dict[str, tuple] = {}
         # Paths that passed the settle check once. They stay candidates for as long as the directory exists
@@ -341,8 +340,9 @@ class FileSystemSource:
         self._pending[path] = snap  # changed since last poll, or too fresh: look again next poll
         return False
 
-    def scan(self, model: ModelConfig) -> dict[int, str] | None:
-        """The aspired {version: path} for one model, or None when its base path cannot be read."""
+    def scan(self, model: ModelConfig, held: dict[int, str] | None = None) -> dict[int, str] | None:
+        """The aspired {version: path} for one model, or None when its base path cannot be read. `held`: the
+        {version: path} the model is loading or serving now."""
         base = model.base_path
         try:
             children = sorted(os.listdir(base))
@@ -364,7 +364,7 @@ class FileSystemSource:
         prefix = os.path.join(base, "")
         for gone in [p for p in self._admitted if p.startswith(prefix) and p not in present]:
             del self._admitted[gone]
-        held = self._held(model.name)
+        held = held or {}
         candidates = {v: p for v, p in found.items() if held.get(v) == p or self._ready_to_load(p)}
         for v, p in held.items():
             if p in present:
@@ -389,9 +389,9 @@ class FileSystemSource:
             return {v: p for v, p in candidates.items() if v in arg}
         return {v: candidates[v] for v in sorted(candidates)[-arg:]}
 
-    def poll(self, models: list[ModelConfig]) -> None:
+    def poll(self, models: list[ModelConfig], held: Held | None = None) -> None:
         with self._lock:
             for m in models:
-                versions = self.scan(m)
+                versions = self.scan(m, held(m.name) if held is not None else None)
                 if versions is not None:
                     self._emit(m.name, versions)

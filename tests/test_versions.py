@@ -43,11 +43,6 @@ class FakeLoader:
         return FakeServable(version)
 
 
-def _any_platform(loader):
-    """The registry's `loader_for`: the same fake loader for every model_platform."""
-    return lambda platform: loader
-
-
 def _wait(pred, timeout=10.0):
     deadline = time.monotonic() + timeout
     while not pred():
@@ -258,7 +253,7 @@ def _config(base: Path, labels: dict[str, int] | None = None, policy="model_vers
 
 
 def _registry(allow=False, fail=()):
-    return ModelRegistry(_any_platform(FakeLoader(fail=fail)), load_policy=FAST, poll_seconds=0, allow_unavailable_labels=allow)
+    return ModelRegistry(FakeLoader(fail=fail), load_policy=FAST, poll_seconds=0, allow_unavailable_labels=allow)
 
 
 def test_labels_require_available_versions(tmp_path):
@@ -363,7 +358,7 @@ def test_reload_of_a_stuck_model_neither_blocks_polling_nor_waits_unbounded(tmp_
                 gate.wait(30)  # a load that takes "forever"
             return super().__call__(model, version, path)
 
-    reg = ModelRegistry(_any_platform(Loader()), load_policy=FAST, poll_seconds=0)
+    reg = ModelRegistry(Loader(), load_policy=FAST, poll_seconds=0)
     reg.source = FileSystemSource(reg._emit, settle_seconds=0)
     one = f'config {{ name: "good" base_path: "{good}" model_platform: "tensorflow" }}'
     two = one + f' config {{ name: "stuck" base_path: "{stuck}" model_platform: "tensorflow" }}'
@@ -386,7 +381,7 @@ def test_reload_of_a_stuck_model_neither_blocks_polling_nor_waits_unbounded(tmp_
 def test_reload_answers_at_the_first_failed_attempt_while_retries_go_on(tmp_path):
     _version(tmp_path, "1")
     slow_retries = LoadPolicy(max_num_load_retries=5, load_retry_interval_s=60.0)
-    reg = ModelRegistry(_any_platform(FakeLoader(fail={1})), load_policy=slow_retries, poll_seconds=0)
+    reg = ModelRegistry(FakeLoader(fail={1}), load_policy=slow_retries, poll_seconds=0)
     reg.source = FileSystemSource(reg._emit, settle_seconds=0)
     t0 = time.monotonic()
     with pytest.raises(UnknownError, match=r"cannot load 1 \(retrying in the background\)"):
@@ -407,7 +402,7 @@ def test_registry_specialises_a_platform_aware_loader_per_model(tmp_path):
         def for_platform(self, platform):
             return lambda model, version, path: (seen.append((model, platform)), self(model, version, path))[1]
 
-    reg = ModelRegistry(PlatformLoader().for_platform, load_policy=FAST, poll_seconds=0,
+    reg = ModelRegistry(loader_for=PlatformLoader().for_platform, load_policy=FAST, poll_seconds=0,
                         platforms=frozenset({"tensorflow", "other"}))
     reg.source = FileSystemSource(reg._emit, settle_seconds=0)
     cfg = text_format.Parse(f'model_config_list {{ config {{ name: "a" base_path: "{tmp_path / "a"}" '
@@ -530,8 +525,8 @@ def test_a_served_version_whose_files_are_swapped_keeps_serving(tmp_path, swap):
     _cp(backup, root / "m")
     _aged(root / "m")
     loader = FakeLoader()
-    reg = ModelRegistry(_any_platform(loader), load_policy=FAST, poll_seconds=0)
-    reg.source = FileSystemSource(reg._emit, settle_seconds=60, held=reg._held)
+    reg = ModelRegistry(loader, load_policy=FAST, poll_seconds=0)
+    reg.source = FileSystemSource(reg._emit, settle_seconds=60)
     reg.apply(_config(root / "m", policy=""))
     mv = reg.model("m")
     served = mv.held()
@@ -552,8 +547,8 @@ def test_a_served_version_that_stays_deleted_is_unloaded_on_the_next_poll(tmp_pa
     for v in ("1", "2"):
         _version(tmp_path, v)
     _aged(tmp_path)
-    reg = ModelRegistry(_any_platform(FakeLoader()), load_policy=FAST, poll_seconds=0)
-    reg.source = FileSystemSource(reg._emit, settle_seconds=60, held=reg._held)
+    reg = ModelRegistry(FakeLoader(), load_policy=FAST, poll_seconds=0)
+    reg.source = FileSystemSource(reg._emit, settle_seconds=60)
     reg.apply(_config(tmp_path))
     _wait(lambda: reg.model("m").available() == [1, 2])
     shutil.rmtree(tmp_path / "2")
