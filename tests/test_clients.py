@@ -307,22 +307,24 @@ def test_bench_reports_percentiles_and_json(demo_server, tmp_path):
     assert res["rows_per_s"] == res["rps"]
 
 
-def _readme_section(title: str) -> str:
-    text = (REPO / "README.md").read_text()
+def _doc_section(title: str, page: str = "docs/clients.md") -> str:
+    text = (REPO / page).read_text()
     start = text.index(f"## {title}")
-    return text[start:text.index("\n## ", start + 1)]
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
 
 
 def test_readme_client_examples_run_as_written(demo_server):
-    """Every curl / CLI / Python example of "Calling the models", pointed at the test server's ports."""
+    """Every curl / CLI / Python example of "Calling the models" (docs/clients.md) and of the README's common
+    tasks, pointed at the test server's ports."""
     import re
 
-    section = _readme_section("Calling the models")
+    section = _doc_section("Calling the models") + _doc_section("Common tasks", "README.md")
     rest_port = demo_server.rest_url.rsplit(":", 1)[1]
     grpc_target = demo_server.grpc_target
     commands = [line for block in re.findall(r"```sh\n(.*?)```", section, re.S) for line in block.splitlines()
                 if line.strip()]
-    assert len(commands) >= 16
+    assert len(commands) >= 19
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
     for cmd in commands:
         cmd = cmd.replace("localhost:8501", f"127.0.0.1:{rest_port}")

@@ -1,4 +1,4 @@
-"""The README's export examples and the export CLI run as written."""
+"""The export and bring-your-own-model examples (docs/byom.md) and the export CLI run as written."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tests.inprocess import run_main, run_python
 
 
 def _python_blocks(section: str) -> list[str]:
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "byom.md").read_text()
     start = text.index(f"## {section}")
     end = text.find("\n## ", start + 1)
     return re.findall(r"```python\n(.*?)```", text[start:end if end > 0 else None], re.S)
@@ -45,7 +45,7 @@ def test_export_cli_publishes_next_version_with_a_signature_table(tmp_path):
 
 
 def test_readme_bring_your_own_model_walkthrough_runs_outside_the_checkout(tmp_path):
-    """The README's BYOM commands, as written, from a directory outside the repository, on a model built with
+    """The BYOM walkthrough's commands, as written, from a directory outside the repository, on a model built with
     Keras 3 `model.export`, with the installed console scripts."""
     import json
     import time
@@ -54,7 +54,7 @@ def test_readme_bring_your_own_model_walkthrough_runs_outside_the_checkout(tmp_p
 
     from tests.server_util import free_port
 
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "byom.md").read_text()
     start = text.index("## Bring your own model")
     block = re.search(r"```sh\n(.*?)```", text[start:], re.S).group(1)
     lines = [ln for ln in block.splitlines() if ln.strip()]
