@@ -98,8 +98,8 @@ class History:
             points = list(self._points)
         models: dict = {}
         names = {m for _, p in points for m in p}
+        ts = [t for t, _ in points]
         for model in sorted(names):
-            ts = [t for t, _ in points]
             vs = sorted({v for _, p in points for v in p.get(model, {}).get("versions", {})}, key=int)
             ls = sorted({lab for _, p in points for lab in p.get(model, {}).get("labels", {})})
 

@@ -237,17 +237,31 @@ class SharedControl:
 
     def catch_up(self) -> None:
         """Before the ports open: apply any config published while this worker was loading the last one."""
+        while self._apply_newest():
+            pass
+        self._ack(self._applied)
+
+    def _apply_newest(self, **apply_kw) -> bool:
+        """Apply the newest config a sibling published, if this worker has not yet; True when it did. One that
+        cannot be applied yet (a label on a version still loading) is retried by the next call."""
         from serving.config import ModelServerConfig
 
-        while (current := self._read()) is not None and current[0] > self._applied:
-            gen, payload = current
-            try:
-                self.registry.apply(ModelServerConfig.FromString(payload))
-            except ServingError as e:  # the watcher retries it, as for any worker that cannot apply it yet
-                log.warning("worker %d: config generation %d not applied yet (%s)", self.index, gen, e)
-                return
-            self._applied = gen
-        self._ack(self._applied)
+        current = self._read()
+        if current is None or current[0] <= self._applied:
+            return False
+        gen, payload = current
+        cfg = ModelServerConfig.FromString(payload)
+        try:
+            if cfg != self.registry.config:
+                self.registry.apply(cfg, **apply_kw)
+                log.info("worker %d applied config generation %d from a sibling", self.index, gen)
+        except ServingError as e:
+            log.warning("worker %d: config generation %d not applied yet (%s); retrying", self.index, gen, e)
+            return False
+        with self._lock:
+            self._applied = max(self._applied, gen)
+        self._ack(gen)
+        return True
 
     def _ack(self, gen: int) -> None:
         tmp = self.dir / f"ack.{self.index}.tmp"
@@ -277,25 +291,8 @@ class SharedControl:
             time.sleep(0.05)
 
     def watch(self, stop: Lifecycle) -> None:
-        from serving.config import ModelServerConfig
-        from serving.errors import ServingError
-
         while not stop.wait(_POLL_S):
-            current = self._read()
-            if current is None or current[0] <= self._applied:
-                continue
-            gen, payload = current
-            cfg = ModelServerConfig.FromString(payload)
-            try:
-                if cfg != self.registry.config:
-                    self.registry.apply(cfg, wait_seconds=self.apply_wait_s, reload=True)
-                    log.info("worker %d applied config generation %d from a sibling", self.index, gen)
-            except ServingError as e:
-                log.warning("worker %d: config generation %d not applied yet (%s); retrying", self.index, gen, e)
-                continue
-            with self._lock:
-                self._applied = max(self._applied, gen)
-            self._ack(gen)
+            self._apply_newest(wait_seconds=self.apply_wait_s, reload=True)
 
 
 def start_watching(control: SharedControl, stop: Lifecycle) -> None:
