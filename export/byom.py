@@ -58,13 +58,46 @@ def _signature_map(servable) -> dict:
     return {n: s for n, s in servable.signatures.items() if not n.startswith("__")}
 
 
+def _run(servable, sig, kind: str, value) -> None:
+    """Run one signature on an attempt: serialized tf.Examples fed to its one input, as TF Serving's Classify
+    and Regress do ("examples"), or tensors by alias ("tensors"), whose outputs must be the declared ones."""
+    if kind == "examples":
+        (alias,) = list(sig.inputs)
+        servable.run({sig.inputs[alias].name: np.array(value, dtype=object)},
+                     [sig.outputs[o].name for o in sig.output_order])
+        return
+    outputs = servable.run_signature(sig, dict(value), sig.output_order)
+    if set(outputs) != set(sig.outputs):
+        raise PublishError(f"outputs {sorted(outputs)}, declared {sorted(sig.outputs)}")
+
+
+def _runs(servable, sig, kind: str, value) -> bool:
+    try:
+        _run(servable, sig, kind, value)
+        return True
+    except Exception:  # noqa: BLE001 - not this attempt
+        return False
+
+
+def _warmup_record(spec, sig, kind: str, value):
+    """The PredictionLog that replays an attempt that ran."""
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    from serving.wire.tensor_proto import from_numpy
+
+    if kind == "examples":
+        return example_log(spec, sig.method_name, value)
+    req = predict_pb2.PredictRequest(model_spec=spec)
+    for alias, arr in value.items():
+        req.inputs[alias].CopyFrom(from_numpy(arr, sig.inputs[alias].dtype))
+    return prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=req))
+
+
 def check_and_warmup(path: Path, name: str, given: dict[str, Any], skip: frozenset[str] = frozenset(),
                      warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> list:
     """Load `path` with the server's loader, run every signature (on its sample, or on generated inputs until
     one runs), return the warmup PredictionLogs."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
-    from serving.wire.tensor_proto import from_numpy
+    from tensorflow_serving.apis import model_pb2
 
     try:
         servable = _signatures(path)
@@ -91,21 +124,12 @@ def check_and_warmup(path: Path, name: str, given: dict[str, Any], skip: frozens
             errors = []
             for kind, value in attempts:
                 try:
-                    if kind == "examples":
-                        _run_examples(servable, sig, value)
-                        logs.append(example_log(spec, sig.method_name, value))
-                    else:
-                        outputs = servable.run_signature(sig, dict(value), sig.output_order)
-                        if set(outputs) != set(sig.outputs):
-                            raise PublishError(f"outputs {sorted(outputs)}, declared {sorted(sig.outputs)}")
-                        req = predict_pb2.PredictRequest(model_spec=spec)
-                        for alias, arr in value.items():
-                            req.inputs[alias].CopyFrom(from_numpy(arr, sig.inputs[alias].dtype))
-                        logs.append(prediction_log_pb2.PredictionLog(
-                            predict_log=prediction_log_pb2.PredictLog(request=req)))
-                    break
+                    _run(servable, sig, kind, value)
                 except Exception as e:  # noqa: BLE001 - the next candidate, or the error below
                     errors.append(e)
+                    continue
+                logs.append(_warmup_record(spec, sig, kind, value))
+                break
             else:
                 what = "its --sample" if sig_name in given else f"any of {len(attempts)} generated input(s)"
                 raise PublishError(f"signature {sig_name!r} ({sig.method_name or 'no method'}) failed on {what}: "
@@ -205,29 +229,6 @@ def _generator(arr: np.ndarray) -> str:
     return expr
 
 
-def _runs(servable, sig, feeds) -> bool:
-    try:
-        servable.run_signature(sig, dict(feeds), sig.output_order)
-        return True
-    except Exception:  # noqa: BLE001 - try the next candidate
-        return False
-
-
-def _run_examples(servable, sig, blobs: list[bytes]) -> None:
-    """Feed serialized tf.Examples to the signature's one input, as TF Serving's Classify/Regress do."""
-    (alias,) = list(sig.inputs)
-    servable.run({sig.inputs[alias].name: np.array(blobs, dtype=object)},
-                 [sig.outputs[o].name for o in sig.output_order])
-
-
-def _runs_examples(servable, sig, blobs: list[bytes]) -> bool:
-    try:
-        _run_examples(servable, sig, blobs)
-        return True
-    except Exception:  # noqa: BLE001 - not an Example input after all
-        return False
-
-
 def describe(path: str | os.PathLike, name: str = "MODEL") -> str:
     """Signatures plus, for each, a REST body and a gRPC call that the server accepts, short enough to paste:
     inputs generated as `publish` generates them (the first that runs), real feature names for tf.Example
@@ -250,7 +251,7 @@ def describe(path: str | os.PathLike, name: str = "MODEL") -> str:
             sig_field = "" if sig_name == "serving_default" else f'"signature_name": "{sig_name}", '
             sig_arg = "" if sig_name == "serving_default" else f", signature={sig_name!r}"
             rows = next((r for r in example_candidates(features) if takes_examples(sig) and
-                         _runs_examples(servable, sig, serialize_examples(r))), None)
+                         _runs(servable, sig, "examples", serialize_examples(r))), None)
             if rows is not None:
                 verb = "classify" if sig.method_name.endswith("classify") else "regress"
                 lines.append(f"  REST: curl -d '{{{sig_field}\"examples\": {json.dumps(rows)}}}' {rest}:{verb}")
@@ -265,7 +266,7 @@ def describe(path: str | os.PathLike, name: str = "MODEL") -> str:
             except PublishError as e:
                 lines.append(f"  (no example: {e})")
                 continue
-            feeds = next((f for f in tried if _runs(servable, sig, f)), tried[0])
+            feeds = next((f for f in tried if _runs(servable, sig, "tensors", f)), tried[0])
             if sum(a.size for a in feeds.values()) <= _INLINE_MAX:
                 body = {k: _json_value(v) for k, v in feeds.items()}
                 lines.append(f"  REST: curl -d '{{{sig_field}\"inputs\": {json.dumps(body)}}}' {rest}:predict")
