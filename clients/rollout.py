@@ -199,15 +199,16 @@ def _change(files: list[Path], config_path, servers: list[GrpcClient], model: st
 
 
 def _reload_all(servers: list[GrpcClient], cfg: ModelServerConfig) -> None:
-    failed = []
+    """Reload every server, then name each one that refused (with the first refusal's code)."""
+    failed: list[tuple[str, ServingClientError]] = []
     for s in servers:
         try:
             s.reload_config(cfg)
         except ServingClientError as e:
-            failed.append(f"{s.target}: {e.code}: {e.message}")
-            code = e.code
+            failed.append((s.target, e))
     if failed:
-        raise ServingClientError(code, "reload failed on " + "; ".join(failed))
+        raise ServingClientError(failed[0][1].code, "reload failed on " + "; ".join(
+            f"{target}: {e.code}: {e.message}" for target, e in failed))
 
 
 def _converge(servers: list[GrpcClient], model: str, labels: dict[str, int], timeout: float,
