@@ -3,7 +3,7 @@
 Each entry returns a :class:`TrainedModel`: the Keras model plus the serving endpoints that will become
 SignatureDefs. Endpoints are plain ``tf.function``-traceable callables over named tensors that return dicts,
 so every signature input has an explicit name and every output a stable key (never ``output_0``).
-The seed document's three patterns are here, corrected for Keras 3 (see README "Exporting your own model").
+The seed document's three patterns are here, corrected for Keras 3 (see docs/byom.md, "Exporting your own model").
 """
 
 from __future__ import annotations
