@@ -1,4 +1,4 @@
-# tf-serving-bundle: every user-facing target sets up .venv itself (pinned in requirements.lock).
+# tf-serving-bundle: every user-facing target sets up .venv itself (pinned in requirements/dev.lock).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup export serve stop logs test test-docker docker-bootstrap k8s-config client-lite test-unit soak bench bench-tools bench-client browser-tools render-config clean clean-models
+.PHONY: help setup export serve stop logs test test-docker docker-bootstrap k8s-config protos lock test-unit soak bench bench-tools bench-client browser-tools render-config clean clean-models
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -22,30 +22,32 @@ help: ## list the targets
 	@echo "           MODEL_CONFIG=FILE (serve your own config) TFS_IMAGE=$(TFS_IMAGE) MODELS=$(MODELS)"
 
 # The project itself goes in editable, so .venv/bin/tfsb-client (tfsb-serve, tfsb-export, tfsb-byom) and
-# `import clients` work from any directory while the code stays the checkout's.
-$(STAMP): requirements.lock pyproject.toml
+# `import tfsb` work from any directory while the code stays the checkout's.
+DEV_LOCK := requirements/dev.lock
+RUNTIME_LOCK := requirements/runtime.lock
+$(STAMP): $(DEV_LOCK) pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check -r $(DEV_LOCK)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
 setup: $(STAMP) ## create .venv, install the pinned dependencies and the project (editable; again when the lock or pyproject.toml change)
 
 export: $(STAMP) ## train the demo models and publish the next version of each under ./models
-	$(PY) -m export --model all --base-path $(MODELS)
+	$(PY) -m tfsb.export --model all --base-path $(MODELS)
 
 # MODEL_CONFIG=FILE serves your own config (base paths /models/<name> or absolute); by default
-# serving/models.config, or a config generated from the directories under ./models when it names models
+# config/models.config, or a config generated from the directories under ./models when it names models
 # that are not there (your own models, not the demo zoo).
 MODEL_CONFIG ?=
-$(RUN)/models.config: $(STAMP) serving/models.config $(MODEL_CONFIG) FORCE
-	@$(PY) -m export.serve_config --models $(MODELS) --out $@ \
-	  $(if $(MODEL_CONFIG),--template $(MODEL_CONFIG) --force,--template serving/models.config)
+$(RUN)/models.config: $(STAMP) config/models.config $(MODEL_CONFIG) FORCE
+	@$(PY) -m tfsb.export.serve_config --models $(MODELS) --out $@ \
+	  $(if $(MODEL_CONFIG),--template $(MODEL_CONFIG) --force,--template config/models.config)
 
 .PHONY: FORCE
 FORCE:
 
-render-config: $(RUN)/models.config ## render serving/models.config with this checkout's absolute model path
+render-config: $(RUN)/models.config ## render config/models.config with this checkout's absolute model path
 
 SERVER ?= auto
 DETACH ?=
@@ -55,7 +57,7 @@ COMPOSE := docker compose -f docker/docker-compose.yml
 SERVE_FLAGS := --port=$(GRPC_PORT) --rest_api_port=$(REST_PORT) \
   --model_config_file=$(RUN)/models.config --model_config_file_poll_wait_seconds=5 \
   --file_system_poll_wait_seconds=1 --allow_version_labels_for_unavailable_models --prefer_tflite_model=true \
-  --monitoring_config_file=serving/monitoring.config --enable_grpc_healthcheck_service
+  --monitoring_config_file=config/monitoring.config --enable_grpc_healthcheck_service
 
 serve: $(STAMP) $(RUN)/models.config ## serve ./models: SERVER=auto|embedded|docker|docker-gpu, DETACH=1 for background
 	@test -n "$$(ls $(MODELS) 2>/dev/null)" || { echo "no models under $(MODELS): run 'make export' first"; exit 1; }
@@ -72,12 +74,12 @@ serve: $(STAMP) $(RUN)/models.config ## serve ./models: SERVER=auto|embedded|doc
 	    echo docker > $(RUN)/backend; \
 	    if [ "$$backend" = docker ]; then args="up -d tfserving"; else args="--profile gpu up -d tfserving-gpu"; fi; \
 	    TFS_IMAGE=$(TFS_IMAGE) MODELS_DIR=$(MODELS) GRPC_PORT=$(GRPC_PORT) REST_PORT=$(REST_PORT) $(COMPOSE) $$args ;; \
-	  embedded) echo "backend: embedded (python -m serving), gRPC localhost:$(GRPC_PORT), REST localhost:$(REST_PORT)"; \
+	  embedded) echo "backend: embedded (python -m tfsb.server), gRPC localhost:$(GRPC_PORT), REST localhost:$(REST_PORT)"; \
 	    echo embedded > $(RUN)/backend; \
 	    if [ -n "$(DETACH)" ]; then \
-	      nohup $(PY) -m serving $(SERVE_FLAGS) > $(RUN)/serving.log 2>&1 & echo $$! > $(RUN)/serving.pid; \
+	      nohup $(PY) -m tfsb.server $(SERVE_FLAGS) > $(RUN)/serving.log 2>&1 & echo $$! > $(RUN)/serving.pid; \
 	      echo "started in the background (pid $$(cat $(RUN)/serving.pid)); 'make logs' to follow, 'make stop' to stop"; \
-	    else exec $(PY) -m serving $(SERVE_FLAGS); fi ;; \
+	    else exec $(PY) -m tfsb.server $(SERVE_FLAGS); fi ;; \
 	  *) echo "unknown SERVER=$$backend (auto|embedded|docker|docker-gpu)"; exit 2 ;; \
 	esac
 
@@ -88,11 +90,22 @@ stop: ## stop what 'make serve' started (embedded in the background, or the comp
 logs: ## follow the server's log
 	@if [ "$$(cat $(RUN)/backend 2>/dev/null)" = docker ]; then $(COMPOSE) logs -f; else tail -f $(RUN)/serving.log; fi
 
-client-lite: $(STAMP) ## regenerate the TF-free client's descriptors (client-lite/) from the installed packages
-	$(PY) -m clients.gen_lite
+protos: $(STAMP) ## regenerate tfsb/protos/_descriptors.py (TF Serving's messages, TensorFlow-free) and tfsb/server/proto/*_pb2.py (grpcio-tools)
+	$(PY) tools/generate_protos.py
 
-k8s-config: ## refresh docker/k8s/base/config/ (kustomize reads only below its root) from serving/ and docker/
-	cp serving/models.config serving/batching.config serving/monitoring.config docker/healthcheck.sh docker/k8s/base/config/
+# pyproject.toml is the one source of dependencies; uv (pinned in the dev lock) compiles it. An existing lock's
+# pins are kept unless the inputs need others (UPGRADE=1 re-resolves everything), so the same inputs give the
+# same files. LOCK_DIR: where to write them (a test compiles into a copy and compares).
+LOCK_DIR ?= requirements
+LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --quiet --custom-compile-command "make lock" \
+  $(if $(UPGRADE),--upgrade)
+lock: $(STAMP) ## compile requirements/dev.lock (every extra) and requirements/runtime.lock (the image: [server], tensorflow-cpu) from pyproject.toml
+	$(BIN)/uv pip compile pyproject.toml --all-extras $(LOCK_FLAGS) -o $(LOCK_DIR)/dev.lock
+	$(BIN)/uv pip compile pyproject.toml --extra server requirements/runtime.in \
+	  --override requirements/runtime-overrides.txt -c $(LOCK_DIR)/dev.lock $(LOCK_FLAGS) -o $(LOCK_DIR)/runtime.lock
+
+k8s-config: ## refresh docker/k8s/base/config/ (kustomize reads only below its root) from config/ and docker/
+	cp config/models.config config/batching.config config/monitoring.config docker/healthcheck.sh docker/k8s/base/config/
 
 docker-bootstrap: $(STAMP) ## install/start a Docker engine + Compose v2 and build the images locally (no registry)
 	PY=$(PY) IMAGE=$(EMBEDDED_IMAGE) bash docker/bootstrap.sh

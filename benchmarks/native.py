@@ -3,7 +3,7 @@
 Each server runs pinned to CPU 0 and the load generator (wrk for REST, h2load for gRPC, both native) to CPU 1,
 so the numbers are the server's, not the load generator's. For every scenario the server's CPU time (utime +
 stime of all its threads, from /proc) is divided by the requests it answered: **server CPU µs per request**,
-beside req/s and latency percentiles. Servers: the project's (`python -m serving`), the hand-written peers
+beside req/s and latency percentiles. Servers: the project's (`python -m tfsb.server`), the hand-written peers
 (FastAPI, grpcio + TF2 signature function) and the transport floors (raw uvicorn ASGI and a grpcio server, both
 answering canned bytes). Scenarios run interleaved for several rounds; medians are reported.
 
@@ -121,11 +121,11 @@ def rest_body(batch: int) -> bytes:
 def grpc_request(batch: int) -> bytes:
     from tensorflow_serving.apis import predict_pb2
 
-    from serving.wire.tensor_proto import from_numpy
+    from tfsb.wire.tensor_proto import from_numpy
 
     req = predict_pb2.PredictRequest()
     req.model_spec.name = "mlp"
-    req.inputs["x"].CopyFrom(from_numpy(inputs(batch), as_content=True))
+    from_numpy(inputs(batch), as_content=True, into=req.inputs["x"])
     return req.SerializeToString()
 
 
@@ -242,7 +242,7 @@ def measure(proc: Proc, transport: str, payload: bytes, reply_len: int, seconds:
 # ---------------------------------------------------------------------------------------------- servers
 
 def project_cmd(port: int, rest_port: int, base: Path, extra: list[str] = ()) -> list[str]:
-    return [PY, "-m", "serving", f"--port={port}", f"--rest_api_port={rest_port}", "--model_name=mlp",
+    return [PY, "-m", "tfsb.server", f"--port={port}", f"--rest_api_port={rest_port}", "--model_name=mlp",
             f"--model_base_path={base / 'mlp'}", *extra]
 
 

@@ -1,6 +1,6 @@
 """`make bench`: the embedded server next to the in-process floor and two hand-written peers.
 
-Every server runs in its own process on loopback; the load generator (`clients.bench`, closed loop, its
+Every server runs in its own process on loopback; the load generator (`tfsb.client.bench`, closed loop, its
 own processes) drives each scenario for --duration seconds. Writes results/bench.json, results/bench.md
 and results/bench.png, prints the table, then the ratios the performance targets are stated in.
 """
@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from clients.bench import parse_input_spec, run  # noqa: E402
+from tfsb.client.bench import parse_input_spec, run  # noqa: E402
 from tests.server_util import free_port  # noqa: E402
 
 SCENARIOS = [  # (id, model, batch, concurrency)
@@ -40,8 +40,8 @@ def export_models(base: Path) -> dict[str, Path]:
     import keras
     import tensorflow as tf
 
-    from export.publish import publish
-    from export.zoo import Endpoint, TrainedModel, build_mlp
+    from tfsb.export.publish import publish
+    from tfsb.export.zoo import Endpoint, TrainedModel, build_mlp
 
     paths = {}
     if not (base / "mlp" / "1").exists():
@@ -68,7 +68,7 @@ def in_process_floor(paths: dict[str, Path], duration: float) -> list[dict]:
     the TF2 signature function (what most hand-written servers run)."""
     import tensorflow as tf
 
-    from serving.runtime import SavedModelServable
+    from tfsb.server.runtime import SavedModelServable
 
     rows = []
     for sid, model, batch, _ in SCENARIOS:
@@ -144,7 +144,7 @@ def start_servers(paths: dict[str, Path], base: Path, batching_file: Path) -> li
     for label, extra in (("embedded", []), ("embedded+batching", ["--enable_batching",
                                                                   f"--batching_parameters_file={batching_file}"])):
         g, r = free_port(), free_port()
-        cmd = [py, "-m", "serving", f"--port={g}", f"--rest_api_port={r}", f"--model_config_file={cfg}", *extra]
+        cmd = [py, "-m", "tfsb.server", f"--port={g}", f"--rest_api_port={r}", f"--model_config_file={cfg}", *extra]
         srv = Server(label, cmd, "both", "", f"http://127.0.0.1:{r}/readyz")
         srv.targets = {"grpc": f"127.0.0.1:{g}", "rest": f"http://127.0.0.1:{r}"}
         servers.append(srv)

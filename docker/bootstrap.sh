@@ -88,8 +88,9 @@ build_base() {
 
 image_tag() {
   # the image is rebuilt only when what goes into it changes
-  cat requirements.lock docker/Dockerfile.embedded docker/entrypoint.sh docker/healthcheck.sh \
-      $(find serving -name '*.py' -o -name '*.config' | sort) | sha256sum | cut -c1-16
+  cat requirements/runtime.lock docker/Dockerfile.embedded docker/entrypoint.sh docker/healthcheck.sh \
+      $(find tfsb config -type f \( -name '*.py' -o -name '*.config' -o -path '*/dashboard/*' \) | sort) \
+    | sha256sum | cut -c1-16
 }
 
 build_image() {
@@ -101,7 +102,7 @@ build_image() {
   fi
   step "wheels for the image (host pip, no network inside the build)"
   mkdir -p build/wheels
-  "$PY" -m pip download --quiet --disable-pip-version-check -r requirements.lock -d build/wheels
+  "$PY" -m pip download --quiet --disable-pip-version-check --no-deps -r requirements/runtime.lock -d build/wheels
   done_step
   step "docker build $IMAGE"
   docker build --quiet -f docker/Dockerfile.embedded --build-arg "BASE=$BASE_IMAGE" --build-arg PIP_NO_INDEX=1 \

@@ -4,7 +4,7 @@
 # (last flag wins): --model_config_file (every model it names), else --model_name (the official image's
 # entrypoint passes MODEL_NAME that way, and a user's --model_name=X argument comes after it), and
 # --rest_api_port. TFS_CONFIG overrides the config file; HEALTHCHECK_PID names the server process (by default
-# the process running tensorflow_model_server or `python -m serving`, else PID 1).
+# the process running tensorflow_model_server or `python -m tfsb.server`, else PID 1).
 set -u
 
 server_pid() {
@@ -13,7 +13,7 @@ server_pid() {
   for f in /proc/[0-9]*/cmdline; do
     argv=$(tr '\0' ' ' < "$f" 2>/dev/null) || continue
     case " $argv" in
-      *tensorflow_model_server\ *|*" -m serving "*) f=${f#/proc/}; echo "${f%/cmdline}"; return ;;
+      *tensorflow_model_server\ *|*" -m tfsb.server "*) f=${f#/proc/}; echo "${f%/cmdline}"; return ;;
     esac
   done
   echo 1

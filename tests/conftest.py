@@ -18,8 +18,8 @@ def export_zoo(base) -> dict:
     Training is seeded, so a second call retrains the same weights to compare against."""
     from pathlib import Path
 
-    from export.publish import publish
-    from export.zoo import ZOO
+    from tfsb.export.publish import publish
+    from tfsb.export.zoo import ZOO
 
     base = Path(base)
     trained = {}
@@ -58,8 +58,8 @@ def pip_install_target(src, target) -> dict:
 
 
 def render_models_config(base) -> str:
-    """serving/models.config with /models/ replaced by `base`, exactly what `make serve` does."""
-    text = (REPO / "serving" / "models.config").read_text()
+    """config/models.config with /models/ replaced by `base`, exactly what `make serve` does."""
+    text = (REPO / "config" / "models.config").read_text()
     return text.replace('base_path: "/models/', f'base_path: "{base}/')
 
 

@@ -1,8 +1,7 @@
 """A normal client for the hostile tier, in its own process so the attacker's GIL cannot slow it down:
 `python -m tests.hostile_probe GRPC_TARGET REST_URL X_JSON EXPECTED_JSON` sends a gRPC and a REST predict
-of `linear` every 100 ms until stdin closes, then prints a JSON summary. It speaks gRPC through the TF-free
-client (client-lite/): starting it costs no TensorFlow import, so every attack gets its probe in well under a
-second."""
+of `linear` every 100 ms until stdin closes, then prints a JSON summary. It speaks gRPC through the project's
+client, which imports no TensorFlow: every attack gets its probe in well under a second."""
 
 from __future__ import annotations
 
@@ -10,20 +9,18 @@ import json
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "client-lite"))
-from tfsb_client import Client  # noqa: E402 - after the path it lives on
+from tfsb.client import GrpcClient
 
 
 def main() -> None:
     target, url, x_json, expected_json = sys.argv[1:5]
     x = np.asarray(json.loads(x_json), np.float32)
     expected = np.asarray(json.loads(expected_json))
-    client = Client(target, timeout=5)
+    client = GrpcClient(target, timeout=5, retries=0)
     session = requests.Session()
     out = {"answered": 0, "slowest": 0.0, "failures": []}
     stop = threading.Event()

@@ -118,7 +118,7 @@ def _stdin(text: str | None):
 
 
 class InProcessServer(Endpoints):
-    """`python -m serving <args>` inside the test process: the same flags, start-up order, ports, transports
+    """`python -m tfsb.server <args>` inside the test process: the same flags, start-up order, ports, transports
     and shutdown (`serving.server.build_and_start`, `Server.stop`), without an interpreter and a TensorFlow
     import per server. The interface of `tests.server_util.ServerProcess`, less `proc`: a test that signals
     or kills the server, reads its exit status or measures its memory uses a real process.
@@ -137,7 +137,7 @@ class InProcessServer(Endpoints):
         self._handler = logging.StreamHandler(self._log)
         self._handler.setFormatter(logging.Formatter("%(levelname).1s %(name)s] %(message)s"))
         self._handler.setLevel(logging.INFO)
-        logger = logging.getLogger("serving")
+        logger = logging.getLogger("tfsb.server")
         logger.addHandler(self._handler)
         if logger.getEffectiveLevel() > logging.INFO:
             logger.setLevel(logging.INFO)
@@ -147,8 +147,8 @@ class InProcessServer(Endpoints):
         self._thread.start()
 
     def _start(self) -> None:
-        from serving.flags import parse_flags
-        from serving.server import build_and_start
+        from tfsb.server.flags import parse_flags
+        from tfsb.server.server import build_and_start
 
         try:
             self.server = build_and_start(parse_flags(self.args))
@@ -176,5 +176,5 @@ class InProcessServer(Endpoints):
         self._thread.join(timeout)
         if self.server is not None:
             self.server.stop(min(timeout, float(self.server.options.shutdown_grace_period_seconds)))
-        logging.getLogger("serving").removeHandler(self._handler)
+        logging.getLogger("tfsb.server").removeHandler(self._handler)
         return 0

@@ -1,4 +1,4 @@
-"""Start `python -m serving` as a real process on free loopback ports, with real flags.
+"""Start `python -m tfsb.server` as a real process on free loopback ports, with real flags.
 
 The integration tests can instead target an already running server (for example the tensorflow/serving
 container, see docker/README) through TFS_GRPC=host:port and TFS_REST=http://host:port; tests that must
@@ -58,7 +58,7 @@ class ServerProcess(Endpoints):
         super().__init__(args, rest, credentials)
         self._log = tempfile.NamedTemporaryFile("w+", prefix="serving-", suffix=".log", delete=False)
         env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-        self.proc = subprocess.Popen([sys.executable, "-m", "serving", *self.args], cwd=REPO, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "tfsb.server", *self.args], cwd=REPO, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT)
 
     def log_text(self) -> str:

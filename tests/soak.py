@@ -55,11 +55,11 @@ def main() -> int:
     ap.add_argument("--rss-margin-mib", type=float, default=64.0)
     args = ap.parse_args()
     t_start = time.monotonic()
-    from export.publish import publish
-    from export.zoo import build_mlp
+    from tfsb.export.publish import publish
+    from tfsb.export.zoo import build_mlp
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    from serving.wire import tensor_proto
+    from tfsb.wire import tensor_proto
 
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     src = work / "src"
@@ -82,7 +82,7 @@ def main() -> int:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(srv.grpc_target))
         req = predict_pb2.PredictRequest()
         req.model_spec.name = "mlp"
-        req.inputs["x"].CopyFrom(tensor_proto.from_numpy(x))
+        tensor_proto.from_numpy(x, into=req.inputs["x"])
         while not stop.is_set():
             t0 = time.perf_counter()
             try:

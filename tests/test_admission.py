@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from serving.admission import MemoryBudget
-from serving.errors import InvalidArgumentError, ResourceExhaustedError
-from serving.rest import gunzip
+from tfsb.server.admission import MemoryBudget
+from tfsb.errors import InvalidArgumentError, ResourceExhaustedError
+from tfsb.server.rest import gunzip
 
 
 def test_budget_reserves_and_releases():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import requests
 
-from serving.batching import BatchedServable, BatchOptions, BatchScheduler
-from serving.errors import FailedPreconditionError, InvalidArgumentError, UnavailableError
+from tfsb.server.batching import BatchedServable, BatchOptions, BatchScheduler
+from tfsb.errors import FailedPreconditionError, InvalidArgumentError, UnavailableError
 
 
 class FakeSig:
@@ -149,7 +149,7 @@ def test_allowed_sizes_must_end_at_max():
 def test_live_server_batches_and_reports_it(zoo, tmp_path, demo_server):
     if getattr(demo_server, "external", False):
         pytest.skip("needs its own flags")
-    from clients import GrpcClient
+    from tfsb.client import GrpcClient
     from tests.inprocess import InProcessServer
 
     base, trained = zoo

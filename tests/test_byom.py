@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 
-from export.publish import read_warmup
+from tfsb.export.publish import read_warmup
 from tests.byom_models import FOREIGN
 from tests.inprocess import InProcessServer, run_main
 
@@ -21,12 +21,12 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def foreign(tmp_path_factory):
-    """Each model built, then published with `python -m export.byom publish` and no --sample."""
+    """Each model built, then published with `python -m tfsb.export.byom publish` and no --sample."""
     root = tmp_path_factory.mktemp("foreign")
     results = {}
     for name, build in FOREIGN.items():
         build(root / "src" / name / "00000123")  # the layout of TF Serving's testdata: a base path
-        results[name] = run_main("export.byom", ["publish", str(root / "src" / name), "--name", name,
+        results[name] = run_main("tfsb.export.byom", ["publish", str(root / "src" / name), "--name", name,
                                                  "--base-path", str(root / "models")])
     return root, results
 
@@ -59,12 +59,12 @@ def test_every_inspect_example_is_accepted_by_the_server_as_printed(foreign):
     srv = InProcessServer([f"--model_config_file={cfg}"])
     srv.wait_ready()
     try:
-        from clients import GrpcClient
+        from tfsb.client import GrpcClient
 
         grpc_client = GrpcClient(srv.grpc_target, retries=0)
         checked = 0
         for name in FOREIGN:
-            r = run_main("export.byom", ["inspect", str(root / "models" / name), "--name", name])
+            r = run_main("tfsb.export.byom", ["inspect", str(root / "models" / name), "--name", name])
             assert r.returncode == 0, r.stderr[-2000:]
             for line in r.stdout.splitlines():
                 assert len(line) < 400, f"{name}: a line too long to paste ({len(line)} chars)"
@@ -102,7 +102,7 @@ def test_samples_are_tf_serving_request_bodies(tmp_path):
     tf2_half_plus_two(tmp_path / "tf2")
 
     def publish(src, *extra):
-        return run_main("export.byom", ["publish", str(tmp_path / src), "--name", src, "--base-path",
+        return run_main("tfsb.export.byom", ["publish", str(tmp_path / src), "--name", src, "--base-path",
                                         str(tmp_path / "models"), *extra])
 
     example = '{"examples": [{"x": [1.5]}], "context": {"x2": [2.0]}}'
@@ -136,7 +136,7 @@ def test_samples_are_tf_serving_request_bodies(tmp_path):
 def test_inspect_of_something_that_is_not_a_saved_model_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     for path in (tmp_path / "empty", tmp_path / "missing", tmp_path):
-        r = run_main("export.byom", ["inspect", str(path)])
+        r = run_main("tfsb.export.byom", ["inspect", str(path)])
         assert r.returncode == 1 and "Traceback" not in r.stderr
         assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith(f"cannot inspect {path}: ")
 
@@ -147,23 +147,23 @@ def test_publish_config_on_a_rendered_config_edits_its_template_too(tmp_path):
     from tests.byom_models import counter
     from tests.conftest import REPO
 
-    template = tmp_path / "serving" / "models.config"
+    template = tmp_path / "config" / "models.config"
     template.parent.mkdir()
-    template.write_text((REPO / "serving" / "models.config").read_text())
+    template.write_text((REPO / "config" / "models.config").read_text())
     before = template.read_text()
     models = tmp_path / "models"
     rendered = tmp_path / "run" / "models.config"
-    r = run_main("export.serve_config", ["--models", str(models), "--template", str(template), "--force", "--out",
+    r = run_main("tfsb.export.serve_config", ["--models", str(models), "--template", str(template), "--force", "--out",
                                          str(rendered)])
     assert r.returncode == 0, r.stderr
     counter(tmp_path / "src")
-    r = run_main("export.byom", ["publish", str(tmp_path / "src"), "--name", "mine", "--base-path", str(models),
+    r = run_main("tfsb.export.byom", ["publish", str(tmp_path / "src"), "--name", "mine", "--base-path", str(models),
                                  "--config", str(rendered)])
     assert r.returncode == 0, r.stderr[-2000:]
     after = template.read_text()
     assert after.startswith(before[:before.rindex("}")].rstrip())  # every line before is kept
     assert '    name: "mine"\n    base_path: "/models/mine"' in after
     assert f'base_path: "{models.resolve() / "mine"}"' in rendered.read_text()
-    again = run_main("export.serve_config", ["--models", str(models), "--template", str(template), "--force",
+    again = run_main("tfsb.export.serve_config", ["--models", str(models), "--template", str(template), "--force",
                                              "--out", str(rendered)])
     assert again.returncode == 0 and f'base_path: "{models.resolve()}/mine"' in rendered.read_text()

@@ -16,10 +16,10 @@ from google.protobuf import json_format
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
-from clients import GrpcClient, RestClient, ServingClientError
-from serving.errors import HTTP_STATUS, Code
-from serving.wire import tensor_proto
-from serving.wire.status import CODE_HEADER, code_for_http
+from tfsb.client import GrpcClient, RestClient, ServingClientError
+from tfsb.errors import HTTP_STATUS, Code
+from tfsb.wire import tensor_proto
+from tfsb.wire.status import CODE_HEADER, code_for_http
 
 
 def _sigdefs() -> get_model_metadata_pb2.SignatureDefMap:
@@ -97,7 +97,7 @@ def grpc_fake():
         if failure is not None:
             context.abort(grpc.StatusCode[failure], f"scripted {failure}")
         resp = predict_pb2.PredictResponse()
-        resp.outputs["y"].CopyFrom(tensor_proto.from_numpy(np.array([[2.0]], np.float32)))
+        tensor_proto.from_numpy(np.array([[2.0]], np.float32), into=resp.outputs["y"])
         return resp
 
     def metadata(request, context):

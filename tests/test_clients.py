@@ -13,11 +13,11 @@ import time
 import numpy as np
 import pytest
 
-from clients import GrpcClient, RestClient, ServingClientError, make_input
-from clients.ab import ABRouter, parse_weights
-from clients.rollout import read_config, set_labels, promote
-from export.zoo import CLASSIFY, REGRESS, ZOO
-from tests.conftest import REPO, pip_install_target
+from tfsb.client import GrpcClient, RestClient, ServingClientError, make_input
+from tfsb.client.ab import ABRouter, parse_weights
+from tfsb.client.rollout import read_config, set_labels, promote
+from tfsb.export.zoo import CLASSIFY, REGRESS, ZOO
+from tests.conftest import REPO
 from tests.inprocess import InProcessServer, run_command, run_main, run_python
 from tests.server_util import wait_for
 
@@ -174,7 +174,7 @@ def test_both_clients_report_the_version_that_answered(clients, demo_server):
     official image does not send it: the REST client then reports None)."""
     import requests
 
-    from serving.wire.status import VERSION_HEADER
+    from tfsb.wire.status import VERSION_HEADER
 
     g, r = clients
     official = "tensorflow/serving" in os.environ.get("TFS_IMAGE", "")
@@ -259,13 +259,13 @@ def test_label_on_a_missing_version_is_refused_and_the_config_rolled_back(rollou
 
 
 def _cli(*args):
-    """`python -m clients ...` in-process (the in-process tier); `_cli_process` for the entry point itself."""
-    return run_main("clients", list(args), cwd=REPO)
+    """`python -m tfsb.client ...` in-process (the in-process tier); `_cli_process` for the entry point itself."""
+    return run_main("tfsb.client", list(args), cwd=REPO)
 
 
 def _cli_process(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "clients", *args], cwd=REPO, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tfsb.client", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
 
 
@@ -299,7 +299,7 @@ def test_cli_npy_input_and_human_table(demo_server, tmp_path):
 
 def test_bench_reports_percentiles_and_json(demo_server, tmp_path):
     out = tmp_path / "bench.json"
-    r = run_main("clients.bench", ["--target", demo_server.grpc_target, "--model", "mlp", "--concurrency", "2",
+    r = run_main("tfsb.client.bench", ["--target", demo_server.grpc_target, "--model", "mlp", "--concurrency", "2",
                                    "--duration", "2", "--json-out", str(out)], cwd=REPO)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
@@ -331,9 +331,9 @@ def test_readme_client_examples_run_as_written(demo_server):
         if cmd.startswith("curl"):
             cmd = cmd.replace("curl ", "curl -sf ", 1)
         else:
-            cmd = cmd.replace("python -m clients", f"{sys.executable} -m clients --grpc-target {grpc_target} "
+            cmd = cmd.replace("python -m tfsb.client", f"{sys.executable} -m tfsb.client --grpc-target {grpc_target} "
                                                    f"--rest-url http://127.0.0.1:{rest_port}", 1)
-        r = run_command(cmd, cwd=REPO, env=env)  # `python -m clients ...` in-process, curl in a shell
+        r = run_command(cmd, cwd=REPO, env=env)  # `python -m tfsb.client ...` in-process, curl in a shell
         assert r.returncode == 0, f"{cmd}\n{r.stdout[-1000:]}\n{r.stderr[-2000:]}"
     (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
     code = code.replace('"localhost:8500"', f'"{grpc_target}"').replace("localhost:8501", f"127.0.0.1:{rest_port}")
@@ -422,47 +422,3 @@ def test_ab_cli_reports_failures_and_accepts_inputs_over_both_protocols(demo_ser
     helptext = _cli("ab", "--help").stdout
     for opt in ("--model", "--weights", "--signature", "--input", "--requests", "--users", "--seed"):
         assert opt in helptext
-
-
-def test_generated_lite_descriptors_are_current():
-    from clients.gen_lite import OUT, render
-
-    assert OUT.read_text() == render(), "client-lite/tfsb_client/_descriptors.py is stale: run `make client-lite`"
-
-
-def test_tf_free_client_installs_alone_and_answers_like_the_full_client(demo_server, tmp_path):
-    target = tmp_path / "site"
-    env = pip_install_target(str(REPO / "client-lite"), target)
-    script = (
-        "import sys, time, json\n"
-        "t = time.perf_counter()\n"
-        "import numpy as np, tfsb_client\n"
-        "took = time.perf_counter() - t\n"
-        f"c = tfsb_client.Client({demo_server.grpc_target!r})\n"
-        "out = c.predict('mlp', {'x': np.ones((2, 10), np.float32)}, label='stable')\n"
-        "meta = c.metadata('census')\n"
-        "st = c.status('mlp')\n"
-        "try:\n"
-        "    c.predict('nope', {'x': np.ones((1, 1), np.float32)})\n"
-        "except tfsb_client.ServingError as e:\n"
-        "    err = [e.code, e.message]\n"
-        "print(json.dumps({'y': out['y'].tolist(), 'tf': 'tensorflow' in sys.modules, 'import_s': took,\n"
-        "                  'inputs': sorted(meta['signature_def']['serving_default']['inputs']),\n"
-        "                  'states': sorted(s['state'] for s in st), 'err': err}))\n")
-    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=120)
-    assert run.returncode == 0, run.stderr[-2000:]
-    got = json.loads(run.stdout.strip().splitlines()[-1])
-    assert got["tf"] is False  # TensorFlow was never imported
-    want = GrpcClient(demo_server.grpc_target).predict("mlp", {"x": np.ones((2, 10), np.float32)}, label="stable")
-    np.testing.assert_allclose(got["y"], want["y"], rtol=1e-6)
-    assert got["inputs"] == ["age", "education", "hours_per_week"]
-    assert "AVAILABLE" in got["states"]
-    assert got["err"] == ["NOT_FOUND", "Servable not found for request: Latest(nope)"]
-    size = sum(f.stat().st_size for f in (target / "tfsb_client").rglob("*") if f.is_file())
-    print(f"\ntfsb_client: import {got['import_s'] * 1000:.0f} ms, installed package {size / 1024:.0f} KiB")
-    cli = subprocess.run([str(target / "bin" / "tfsb-client-lite"), "--target", demo_server.grpc_target, "predict",
-                          "linear", "--input", '{"x": [[1.0], [2.0]]}'], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
-    assert cli.returncode == 0, cli.stderr[-2000:]
-    assert np.array(json.loads(cli.stdout)["y"]).shape == (2, 1)

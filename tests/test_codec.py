@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from serving.wire import tensor_proto
-from serving.errors import InvalidArgumentError
+from tfsb.wire import tensor_proto
+from tfsb.errors import InvalidArgumentError
 
 CASES = [
     np.array([[1.5, -2.25], [3.0, np.inf]], np.float32),

@@ -1,11 +1,11 @@
-"""Editing one model's entry of a models.config and nothing else (serving/wire/config_text.py)."""
+"""Editing one model's entry of a models.config and nothing else (tfsb/wire/config_text.py)."""
 
 from __future__ import annotations
 
 import pytest
 from google.protobuf import text_format
 
-from serving.wire.config_text import ModelConfig, ModelServerConfig, add_model, entries, update_model
+from tfsb.wire.config_text import ModelConfig, ModelServerConfig, add_model, entries, update_model
 
 TRICKY = """# head comment with a brace { and config { name: "x" }
 model_config_list {

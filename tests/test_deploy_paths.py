@@ -174,13 +174,13 @@ def test_a_label_change_survives_re_renders_and_keeps_the_template_as_it_was(zoo
     from tests.inprocess import run_main
 
     base, _ = zoo
-    template = tmp_path / "serving" / "models.config"
+    template = tmp_path / "config" / "models.config"
     template.parent.mkdir()
-    template.write_text((REPO / "serving" / "models.config").read_text())
+    template.write_text((REPO / "config" / "models.config").read_text())
     rendered = tmp_path / "run" / "models.config"
 
     def render():
-        r = run_main("export.serve_config", ["--models", str(base), "--template", str(template), "--out",
+        r = run_main("tfsb.export.serve_config", ["--models", str(base), "--template", str(template), "--out",
                                              str(rendered)])
         assert r.returncode == 0, r.stderr
 
@@ -190,13 +190,13 @@ def test_a_label_change_survives_re_renders_and_keeps_the_template_as_it_was(zoo
                            "--allow_version_labels_for_unavailable_models", "--prefer_tflite_model=true"], rest=False)
     srv.wait_ready()
     try:
-        from clients import GrpcClient
+        from tfsb.client import GrpcClient
 
         with GrpcClient(srv.grpc_target, retries=0) as c:
             wait_for(lambda: {s["version"] for s in c.status("mlp") if s["state"] == "AVAILABLE"} == {1, 2},
                      what="both mlp versions loaded")  # start-up waits for the first one only
             assert c.metadata("mlp", label="stable")["version"] == 1
-            r = run_main("clients", ["--grpc-target", srv.grpc_target, "label", "promote", "mlp", "canary", "stable",
+            r = run_main("tfsb.client", ["--grpc-target", srv.grpc_target, "label", "promote", "mlp", "canary", "stable",
                                      "--config", str(rendered)])
             assert r.returncode == 0, r.stdout + r.stderr
             assert c.metadata("mlp", label="stable")["version"] == 2
@@ -214,9 +214,9 @@ def test_a_label_change_survives_re_renders_and_keeps_the_template_as_it_was(zoo
 
 
 def test_the_label_tool_refuses_a_generated_config_whose_labels_would_be_lost(tmp_path):
-    from clients.base import ServingClientError
-    from clients.rollout import config_files
-    from serving.wire.config_text import GENERATED_FROM, RENDERED_FROM
+    from tfsb.client.base import ServingClientError
+    from tfsb.client.rollout import config_files
+    from tfsb.wire.config_text import GENERATED_FROM, RENDERED_FROM
 
     cfg = tmp_path / "models.config"
     cfg.write_text(GENERATED_FROM.format(base=tmp_path) + "model_config_list {}\n")

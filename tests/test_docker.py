@@ -13,8 +13,8 @@ import subprocess
 import pytest
 import yaml
 
-from serving import config as cfgmod
-from serving.flags import parse_flags
+from tfsb.server import config as cfgmod
+from tfsb.server.flags import parse_flags
 from tests.conftest import REPO
 from tests.server_util import free_port, wait_for
 
@@ -72,8 +72,8 @@ def test_mounts_agree_with_models_config_and_every_file_flag():
         src, dst = (v.rsplit(":", 2) if v.endswith((":ro", ":rw")) else v.rsplit(":", 1))[:2]
         mounts[dst] = src
     assert mounts["/models"] == "${MODELS_DIR:-../models}"
-    assert mounts["/config"] == "${CONFIG_DIR:-../serving}"  # a directory: renames of models.config show
-    cfg = cfgmod.parse_text_file(REPO / "serving" / "models.config", cfgmod.ModelServerConfig)
+    assert mounts["/config"] == "${CONFIG_DIR:-../config}"  # a directory: renames of models.config show
+    cfg = cfgmod.parse_text_file(REPO / "config" / "models.config", cfgmod.ModelServerConfig)
     for m in cfg.model_config_list.config:
         assert m.base_path == f"/models/{m.name}"  # i.e. ./models/<name>, where `make export` writes
     values = parse_flags(svc["command"]).values
@@ -86,10 +86,10 @@ def test_mounts_agree_with_models_config_and_every_file_flag():
 
 
 def test_config_files_parse_with_the_protobuf_classes():
-    cfgmod.validate(cfgmod.parse_text_file(REPO / "serving" / "models.config", cfgmod.ModelServerConfig), None)
-    bp = cfgmod.parse_text_file(REPO / "serving" / "batching.config", cfgmod.BatchingParameters)
+    cfgmod.validate(cfgmod.parse_text_file(REPO / "config" / "models.config", cfgmod.ModelServerConfig), None)
+    bp = cfgmod.parse_text_file(REPO / "config" / "batching.config", cfgmod.BatchingParameters)
     assert bp.max_batch_size.value > 0
-    mon = cfgmod.parse_text_file(REPO / "serving" / "monitoring.config", cfgmod.MonitoringConfig)
+    mon = cfgmod.parse_text_file(REPO / "config" / "monitoring.config", cfgmod.MonitoringConfig)
     assert cfgmod.prometheus_path(mon) == "/monitoring/prometheus/metrics"
 
 
@@ -117,7 +117,7 @@ def test_image_tag_matches_the_tensorflow_that_exports():
 def test_dockerfile_flags_parse():
     assert _check_flags(_dockerfile_args("Dockerfile"))["model_config_file"] == "/config/models.config"
     text = (DOCKER / "Dockerfile.embedded").read_text()
-    assert "COPY serving/" in text and "ARG BASE=" in text and "FROM ${BASE}" in text
+    assert "COPY tfsb/" in text and "requirements/runtime.lock" in text and "ARG BASE=" in text and "FROM ${BASE}" in text
     # the entrypoint passes what the official image's does, then the user's arguments
     entry = (DOCKER / "entrypoint.sh").read_text().replace("\\\n", " ")
     args = re.findall(r"--[a-z_]+=\S+", entry)
@@ -132,7 +132,7 @@ def test_dockerfile_flags_parse():
 def test_dockerignore_keeps_the_build_context_small():
     lines = (REPO / ".dockerignore").read_text().split()
     assert lines[lines.index("*")] == "*"  # everything excluded first, then only what the images copy
-    assert "!serving/" in lines and "!requirements.lock" in lines and ".venv" not in " ".join(
+    assert "!tfsb/" in lines and "!requirements/runtime.lock" in lines and ".venv" not in " ".join(
         ln for ln in lines if ln.startswith("!"))
 
 
@@ -168,8 +168,8 @@ def test_kubernetes_manifests():
 def test_kubernetes_config_copies_do_not_drift():
     copies = DOCKER / "k8s" / "base" / "config"
     for name in ("models.config", "batching.config", "monitoring.config"):
-        assert (copies / name).read_text() == (REPO / "serving" / name).read_text(), \
-            f"docker/k8s/base/config/{name} differs from serving/{name}: run `make k8s-config`"
+        assert (copies / name).read_text() == (REPO / "config" / name).read_text(), \
+            f"docker/k8s/base/config/{name} differs from tfsb.server/{name}: run `make k8s-config`"
     assert (copies / "healthcheck.sh").read_text() == (DOCKER / "healthcheck.sh").read_text()
 
 
@@ -191,7 +191,7 @@ def test_kustomize_renders_every_overlay_to_valid_kubernetes(overlay):
         kubernetes_validate.validate(d, "1.32.0", strict=True)
     (dep,) = [d for d in docs if d["kind"] == "Deployment"]
     (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
-    assert cm["data"]["models.config"] == (REPO / "serving" / "models.config").read_text()
+    assert cm["data"]["models.config"] == (REPO / "config" / "models.config").read_text()
     volume = [v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "config"][0]
     assert volume["configMap"]["name"] == cm["metadata"]["name"]  # the generated, hash-suffixed name
     image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -229,7 +229,7 @@ def test_make_serve_auto_falls_back_to_embedded_without_engine_or_image(zoo, tmp
         assert "using the embedded server" in r.stdout
         assert "no Docker engine reachable" in r.stdout or \
             "image tfsb-test/not-built-here:0 is not present locally" in r.stdout, r.stdout
-        assert f"backend: embedded (python -m serving), gRPC localhost:{grpc_port}" in r.stdout
+        assert f"backend: embedded (python -m tfsb.server), gRPC localhost:{grpc_port}" in r.stdout
         import requests
 
         def ready():

@@ -17,9 +17,9 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from export.publish import PublishError, clean_stale_tmp, existing_versions, publish, read_warmup, validate
-from export.zoo import ZOO, Endpoint, TrainedModel
-from tests.conftest import REPO, pip_install_target
+from tfsb.export.publish import PublishError, clean_stale_tmp, existing_versions, publish, read_warmup, validate
+from tfsb.export.zoo import ZOO, Endpoint, TrainedModel
+from tests.conftest import REPO
 from tests.inprocess import InProcessServer, run_main
 
 
@@ -93,7 +93,7 @@ def test_validation_catches_wrong_method_name(tmp_path):
 _KILL_SCRIPT = r"""
 import sys, time
 from pathlib import Path
-from export.publish import publish, validate
+from tfsb.export.publish import publish, validate
 from tests.test_export import tiny
 def slow(path, trained):
     validate(path, trained)
@@ -220,7 +220,7 @@ def test_different_seeds_give_different_weights(zoo):
 
 
 def test_models_config_parses_and_names_only_exported_models():
-    text = (REPO / "serving" / "models.config").read_text()
+    text = (REPO / "config" / "models.config").read_text()
     cfg = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
     configs = cfg.model_config_list.config
     assert {c.name for c in configs} == set(ZOO)
@@ -235,7 +235,7 @@ def test_models_config_parses_and_names_only_exported_models():
 
 
 def test_export_warns_when_a_new_version_is_outside_a_specific_policy(tmp_path):
-    from export.__main__ import served_note
+    from tfsb.export.__main__ import served_note
 
     cfg = tmp_path / "models.config"
     cfg.write_text('model_config_list { config { name: "mlp" base_path: "/models/mlp" model_platform: "tensorflow" '
@@ -267,8 +267,8 @@ def test_make_clean_keeps_published_models(tmp_path):
 
 @pytest.mark.integration
 def test_publish_your_own_keras_export_and_serve_it(tmp_path):
-    """Keras 3 `model.export` output → `python -m export.byom publish` → served, same numbers as Keras."""
-    from clients import GrpcClient, RestClient
+    """Keras 3 `model.export` output → `python -m tfsb.export.byom publish` → served, same numbers as Keras."""
+    from tfsb.client import GrpcClient, RestClient
 
     inp = keras.Input((3,), name="features")
     model = keras.Model(inp, keras.layers.Dense(2, name="dense")(inp))
@@ -277,9 +277,9 @@ def test_publish_your_own_keras_export_and_serve_it(tmp_path):
     want = np.asarray(model.predict(x, verbose=0))
 
     def cli(*args):  # in-process; the entry point itself runs as a process for `inspect`
-        return run_main("export.byom", list(args), cwd=REPO)
+        return run_main("tfsb.export.byom", list(args), cwd=REPO)
 
-    shown = subprocess.run([sys.executable, "-m", "export.byom", "inspect", str(tmp_path / "export"), "--name",
+    shown = subprocess.run([sys.executable, "-m", "tfsb.export.byom", "inspect", str(tmp_path / "export"), "--name",
                             "mine"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "localhost:8501/v1/models/mine:predict" in shown.stdout and "features" in shown.stdout
@@ -308,36 +308,10 @@ def test_publish_your_own_keras_export_and_serve_it(tmp_path):
     assert "replayed 2 warmup record(s)" in srv.log_text()
 
 
-def test_installed_package_works_from_any_directory(tmp_path):
-    """`pip install` of the project gives importable packages and console scripts outside the checkout."""
-    target = tmp_path / "site"
-    env = pip_install_target(str(REPO), target)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    imp = subprocess.run([sys.executable, "-c", "import clients, export, serving, serving.config as c; "
-                          "print(clients.__file__); print(c.__file__)"], cwd=elsewhere, env=env,
-                         capture_output=True, text=True, timeout=120)
-    assert imp.returncode == 0, imp.stderr[-2000:]
-    assert all(line.startswith(str(target)) for line in imp.stdout.split())
-    assert (target / "serving" / "models.config").is_file()  # package data travels with it
-    for script in ("tfsb-serve", "tfsb-client", "tfsb-export", "tfsb-byom"):
-        assert (target / "bin" / script).is_file(), script
-    out = subprocess.run([str(target / "bin" / "tfsb-client"), "--help"], cwd=elsewhere, env=env,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and "label" in out.stdout, out.stderr[-2000:]
-    assert out.stdout.startswith("usage: tfsb-client "), out.stdout[:200]  # the script names itself
-    byom = subprocess.run([str(target / "bin" / "tfsb-byom"), "--help"], cwd=elsewhere, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert byom.stdout.startswith("usage: tfsb-byom "), byom.stdout[:200]
-    ver = subprocess.run([str(target / "bin" / "tfsb-serve"), "--version"], cwd=elsewhere, env=env,
-                         capture_output=True, text=True, timeout=120)
-    assert ver.returncode == 0 and "TensorFlow ModelServer" in ver.stdout, ver.stderr[-2000:]
-
-
 def test_publish_a_tf1_builder_export_with_classify_and_regress(tmp_path):
     """A TF1 SavedModelBuilder model: every signature runs on inputs generated from what it declares (the
     Example inputs from the graph's parse spec), or on given samples; warmup covers all three."""
-    from export.byom import publish_saved_model
+    from tfsb.export.byom import publish_saved_model
     from tests.rest_models import build_half_plus_two
 
     src = tmp_path / "hpt"
@@ -359,7 +333,7 @@ def test_tflite_zoo_model_is_only_a_tflite_file_with_its_signature(zoo):
     entry TF Serving's C++ reads, naming tensors of the first subgraph (so the official image serves it too)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from serving.tflite import _metadata_signatures
+    from tfsb.server.tflite import _metadata_signatures
 
     base, trained = zoo
     tm = trained["mlp_lite"]
@@ -386,7 +360,7 @@ def test_tflite_zoo_model_is_only_a_tflite_file_with_its_signature(zoo):
 def test_tflite_metadata_is_written_only_when_tf_serving_could_resolve_it(tmp_path):
     """Two signatures convert to two subgraphs; TF Serving's C++ resolves metadata tensors in the first one
     only, so such a model keeps its signature table as the only source."""
-    from export.tflite import primary_subgraph_signatures, table_signature_defs
+    from tfsb.export.tflite import primary_subgraph_signatures, table_signature_defs
     from tests.tflite_models import half_plus_two
 
     content = half_plus_two("table")
@@ -430,7 +404,7 @@ time.sleep(120)
 def test_stale_publish_cleanup_decides_by_the_owner_lock_not_by_pid(tmp_path):
     """Two containers publishing into one volume: PIDs mean nothing across their namespaces. A killed
     publisher that was PID 1 there is cleaned up here; a live one whose PID does not exist here is kept."""
-    from serving.dirlock import LOCK_FILE
+    from tfsb.server.dirlock import LOCK_FILE
 
     model_dir = tmp_path / "tiny"
     dead = model_dir / ".publishing-1-0a0a0a0a"  # PID 1 is alive here, but its owner died in its container
@@ -481,9 +455,9 @@ def _one_line_refusal(r, model: str) -> str:
 def test_disk_full_while_publishing_is_one_line_and_leaves_nothing(full_disk, tmp_path):
     src = tmp_path / "src"
     tiny().model.export(str(src), verbose=False)
-    r = run_main("export.byom", ["publish", str(src), "--name", "mine", "--base-path", str(full_disk)])
+    r = run_main("tfsb.export.byom", ["publish", str(src), "--name", "mine", "--base-path", str(full_disk)])
     assert "No space left on device" in _one_line_refusal(r, "mine")
-    r = run_main("export", ["--model", "linear", "--base-path", str(full_disk)])
+    r = run_main("tfsb.export", ["--model", "linear", "--base-path", str(full_disk)])
     assert "No space left on device" in _one_line_refusal(r, "linear")
     assert list(full_disk.iterdir()) == []  # no hidden directory, no empty model directory
 
@@ -493,8 +467,8 @@ def test_os_errors_from_every_layer_are_one_line(tmp_path, monkeypatch):
     import errno
     import shutil
 
-    import export.byom
-    import export.publish
+    import tfsb.export.byom
+    import tfsb.export.publish
 
     src = tmp_path / "src"
     tiny().model.export(str(src), verbose=False)
@@ -508,12 +482,12 @@ def test_os_errors_from_every_layer_are_one_line(tmp_path, monkeypatch):
     def read_only(*a, **k):
         raise OSError(errno.EROFS, "Read-only file system", "/models/tiny")
 
-    for module, attr, fake, reason in ((export.byom, "write_warmup", tf_full, "No space left on device"),
-                                       (export.byom.shutil, "copytree", shutil_full, "No space left on device"),
-                                       (export.byom, "commit", read_only, "Read-only file system")):
+    for module, attr, fake, reason in ((tfsb.export.byom, "write_warmup", tf_full, "No space left on device"),
+                                       (tfsb.export.byom.shutil, "copytree", shutil_full, "No space left on device"),
+                                       (tfsb.export.byom, "commit", read_only, "Read-only file system")):
         with monkeypatch.context() as m:
             m.setattr(module, attr, fake)
-            r = run_main("export.byom", ["publish", str(src), "--name", "mine", "--base-path", str(tmp_path / "b")])
+            r = run_main("tfsb.export.byom", ["publish", str(src), "--name", "mine", "--base-path", str(tmp_path / "b")])
         assert reason in _one_line_refusal(r, "mine")
         assert not (tmp_path / "b" / "mine").exists()
 
@@ -521,7 +495,7 @@ def test_os_errors_from_every_layer_are_one_line(tmp_path, monkeypatch):
 _NS_PUBLISHER = r"""
 import os, sys, time
 from pathlib import Path
-from export.publish import publish, validate
+from tfsb.export.publish import publish, validate
 from tests.test_export import tiny
 def wait_for_go(path, trained):
     validate(path, trained)
@@ -572,19 +546,3 @@ def test_publishers_in_other_pid_namespaces_are_judged_by_their_lock(tmp_path):
     assert len(hidden) == 1
     assert publish(tiny(2), base).version == 3
     assert [p for p in (base / "tiny").iterdir() if p.name.startswith(".publishing-")] == []
-
-
-def test_make_setup_installs_the_project_so_its_scripts_work_from_any_directory(tmp_path):
-    """`make setup` installs the checkout (editable) into .venv: the console scripts exist and import the
-    checkout's code from anywhere."""
-    if sys.prefix == sys.base_prefix:
-        pytest.skip("not running in a virtual environment (make setup creates .venv)")
-    script = Path(sys.executable).parent / "tfsb-byom"
-    assert script.is_file(), "make setup did not install the project into the virtual environment"
-    r = subprocess.run([str(script), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                       env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
-    assert r.returncode == 0 and r.stdout.startswith("usage: tfsb-byom "), r.stderr[-2000:]
-    imp = subprocess.run([sys.executable, "-c", "import clients; print(clients.__file__)"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120,
-                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
-    assert imp.stdout.strip() == str(REPO / "clients" / "__init__.py")

@@ -23,11 +23,11 @@ import pytest
 import requests
 from google.protobuf import text_format
 
-from clients import GrpcClient, RestClient
-from clients.base import ServingClientError, TlsFiles
-from serving import config as cfgmod
-from serving.errors import InvalidArgumentError, NotFoundError
-from serving.flags import parse_flags
+from tfsb.client import GrpcClient, RestClient
+from tfsb.client.base import ServingClientError, TlsFiles
+from tfsb.server import config as cfgmod
+from tfsb.errors import InvalidArgumentError, NotFoundError
+from tfsb.server.flags import parse_flags
 from tests.conftest import REPO
 from tests.inprocess import InProcessServer, run_main
 from tests.server_util import ServerProcess, free_port, listening_ports, wait_for
@@ -91,7 +91,7 @@ def test_bad_model_config_exits_with_protobufs_parse_error_on_stderr(tmp_path):
     """TF Serving's testBadModelConfig: exit non-zero, text-format parse error (line:column) on stderr."""
     bad = tmp_path / "bad.config"
     bad.write_text("model_config_list {\n  config { name: \"m\" nmae: \"x\" }\n}\n")
-    r = subprocess.run([sys.executable, "-m", "serving", f"--port={free_port()}", f"--model_config_file={bad}"],
+    r = subprocess.run([sys.executable, "-m", "tfsb.server", f"--port={free_port()}", f"--model_config_file={bad}"],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 255
     assert "Error parsing text-format tensorflow.serving.ModelServerConfig: 2:" in r.stderr
@@ -101,8 +101,8 @@ def test_bad_model_config_exits_with_protobufs_parse_error_on_stderr(tmp_path):
 
 def _parse_via(flag: str, path: Path):
     """The server's own entry point for each text-format file flag."""
-    from serving import platform
-    from serving.tls import server_credentials
+    from tfsb.server import platform
+    from tfsb.server.tls import server_credentials
 
     if flag == "ssl_config_file":
         return server_credentials(parse_flags([f"--ssl_config_file={path}"]))
@@ -124,7 +124,7 @@ def test_every_text_format_file_reports_its_parse_error(flag, type_name, tmp_pat
     bad.write_text("\n\n   unknown_field_xyz: 3\n")
     with pytest.raises(InvalidArgumentError, match=f"Invalid protobuf file: '{bad}'"):
         _parse_via(flag, bad)
-    msgs = [r.getMessage() for r in caplog.records if r.name == "serving.config"]
+    msgs = [r.getMessage() for r in caplog.records if r.name == "tfsb.server.config"]
     assert any(m.startswith(f"Error parsing text-format {type_name}: 3:4: ") and "unknown_field_xyz" in m
                for m in msgs), msgs
 
@@ -223,7 +223,7 @@ def test_tflite_errors_in_tf_servings_words_on_both_transports(lite):
 def test_tflite_only_version_rolls_over(lite):
     """A version directory holding only model.tflite is a complete version: a new one is picked up by the
     file-system poll and the old one unloaded (latest 1)."""
-    from export.publish import publish
+    from tfsb.export.publish import publish
 
     mlp2 = lite.trained["mlp@2"]
     publish(dataclasses.replace(mlp2, name="mlp_lite", tflite=True), lite.root, version=2)
@@ -238,8 +238,8 @@ def test_tflite_only_version_rolls_over(lite):
 def test_prefer_tflite_model_decides_which_file_loads(tmp_path, zoo):
     """Without --prefer_tflite_model a model.tflite-only version is not a SavedModel (TF Serving's error);
     with it, model.tflite wins even next to a saved_model.pb."""
-    from serving.platform import Loader, LoadSettings
-    from serving.tflite import TfLiteServable
+    from tfsb.server.platform import Loader, LoadSettings
+    from tfsb.server.tflite import TfLiteServable
 
     base, _ = zoo
     both = tmp_path / "both" / "1"
@@ -444,17 +444,17 @@ def test_cli_speaks_tls(secure):
     base = ["--grpc-target", secure.grpc_target, "--json",
             "--tls-ca", str(certs["ca.crt"]), "--tls-server-name", "localhost"]
     cmd = ["predict", "linear", "--input", '{"x": [[1.0], [2.0]]}']
-    ok = run_main("clients", base + ["--tls-cert", str(certs["client.crt"]), "--tls-key", str(certs["client.key"])]
+    ok = run_main("tfsb.client", base + ["--tls-cert", str(certs["client.crt"]), "--tls-key", str(certs["client.key"])]
                   + cmd, cwd=REPO)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert '"y"' in ok.stdout
-    no_cert = run_main("clients", base + cmd, cwd=REPO)
+    no_cert = run_main("tfsb.client", base + cmd, cwd=REPO)
     assert no_cert.returncode != 0 and "UNAVAILABLE" in no_cert.stdout + no_cert.stderr
 
 
 def test_platform_config_file_settings_apply(secure):
     """Batching from the platform file is on (its histograms appear); the profiler is off (UNIMPLEMENTED)."""
-    from serving.profiler import _declare
+    from tfsb.server.profiler import _declare
 
     with GrpcClient(secure.grpc_target, retries=0, tls=secure.good) as c:
         for _ in range(3):
@@ -470,7 +470,7 @@ def test_platform_config_file_settings_apply(secure):
 
 
 def test_ssl_config_mistakes_are_start_up_errors(tmp_path):
-    from serving.tls import server_credentials
+    from tfsb.server.tls import server_credentials
 
     def creds(**fields):
         p = tmp_path / "ssl.config"
@@ -501,13 +501,13 @@ def test_ssl_config_mistakes_are_start_up_errors(tmp_path):
 @pytest.mark.parametrize("valid,words", [((-30, -1), "EXPIRED on"), ((2, 30), "NOT VALID YET")])
 def test_a_certificate_outside_its_validity_is_an_error_in_the_log(tmp_path, caplog, valid, words):
     """TF Serving starts with it, and so does this server, but it says so loudly: no client will connect."""
-    from serving.tls import server_credentials
+    from tfsb.server.tls import server_credentials
 
     certs = _certificates(tmp_path, server_valid=valid)
     p = tmp_path / "ssl.config"
     p.write_text(text_format.MessageToString(cfgmod.SSLConfig(server_key=certs["server.key"].read_text(),
                                                               server_cert=certs["server.crt"].read_text())))
-    with caplog.at_level("INFO", logger="serving"):
+    with caplog.at_level("INFO", logger="tfsb.server"):
         assert server_credentials(parse_flags([f"--ssl_config_file={p}"])) is not None
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert any(words in m and "server_cert" in m and "CN=localhost" in m for m in errors), errors
@@ -525,7 +525,7 @@ def test_a_tls_mistake_is_named_before_any_model_loads(tmp_path, zoo):
     p = tmp_path / "ssl.config"
     p.write_text(text_format.MessageToString(cfgmod.SSLConfig(server_key=certs["client.key"].read_text(),
                                                               server_cert=certs["server.crt"].read_text())))
-    r = subprocess.run([sys.executable, "-m", "serving", f"--port={free_port()}", "--model_name=mlp",
+    r = subprocess.run([sys.executable, "-m", "tfsb.server", f"--port={free_port()}", "--model_name=mlp",
                         f"--model_base_path={base / 'mlp'}", f"--ssl_config_file={p}"],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 255
@@ -536,7 +536,7 @@ def test_a_tls_mistake_is_named_before_any_model_loads(tmp_path, zoo):
 # ---------------------------------------------------------------------------------------------- platform config
 
 def test_platform_config_errors_follow_tf_serving(tmp_path):
-    from serving.platform import settings_from_platform_file
+    from tfsb.server.platform import settings_from_platform_file
 
     def settings(text):
         p = tmp_path / "p.config"
@@ -566,7 +566,7 @@ def test_platform_config_errors_follow_tf_serving(tmp_path):
 
 def test_the_runtime_label_names_what_ran_the_model(zoo, tmp_path):
     """TF Serving's runtime_latency metric says which runtime served a request: a TFLite version is not "TF1"."""
-    from serving import metrics
+    from tfsb.server import metrics
     from tests.inprocess import InProcessServer
 
     base, _ = zoo

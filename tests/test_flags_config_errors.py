@@ -6,11 +6,11 @@ import grpc
 import pytest
 from google.protobuf import text_format
 
-from serving import config as cfgmod
-from serving.errors import (HTTP_STATUS, Code, FailedPreconditionError, InvalidArgumentError, NotFoundError,
+from tfsb.server import config as cfgmod
+from tfsb.errors import (HTTP_STATUS, Code, FailedPreconditionError, InvalidArgumentError, NotFoundError,
                             ServingError, UnimplementedError)
-from serving.flags import FlagError, parse_flags, unsupported_settings
-from serving.server import validate_options
+from tfsb.server.flags import FlagError, parse_flags, unsupported_settings
+from tfsb.server.server import validate_options
 from tests.conftest import REPO
 
 
@@ -25,7 +25,7 @@ def test_defaults_are_tensorflow_model_servers():
 def test_server_options_is_a_typed_frozen_dataclass_generated_from_the_flag_table():
     import dataclasses
 
-    from serving.flags import FLAGS, ServerOptions
+    from tfsb.server.flags import FLAGS, ServerOptions
 
     fields = {f.name: f for f in dataclasses.fields(ServerOptions)}
     assert set(fields) == {f.name for f in FLAGS} | {"unknown"}
@@ -92,7 +92,7 @@ def _cfg(text: str):
 
 
 def test_checked_in_config_validates():
-    cfg = cfgmod.parse_text_file(REPO / "serving" / "models.config", cfgmod.ModelServerConfig)
+    cfg = cfgmod.parse_text_file(REPO / "config" / "models.config", cfgmod.ModelServerConfig)
     cfgmod.validate(cfg, None)
 
 
@@ -191,7 +191,7 @@ def test_a_port_in_use_fails_fast_with_exit_255_and_no_traceback(zoo, which):
     grpc_port, rest_port = (taken, free_port()) if which == "grpc" else (free_port(), taken)
     t0 = time.monotonic()
     try:
-        r = subprocess.run([sys.executable, "-m", "serving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+        r = subprocess.run([sys.executable, "-m", "tfsb.server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
                             "--model_name=mlp", f"--model_base_path={base}/mlp"], cwd=REPO, capture_output=True,
                            text=True, timeout=120)
     finally:
@@ -207,7 +207,7 @@ def test_a_port_in_use_fails_fast_with_exit_255_and_no_traceback(zoo, which):
 
 
 def test_load_thread_flags_say_they_have_no_effect():
-    from serving.flags import parse_flags, unsupported_settings
+    from tfsb.server.flags import parse_flags, unsupported_settings
 
     opts = parse_flags(["--num_load_threads=4", "--num_unload_threads=2", "--enable_grpc_healthcheck_service"])
     assert unsupported_settings(opts) == (["--num_load_threads=4", "--num_unload_threads=2"], [])

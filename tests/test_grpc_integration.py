@@ -1,4 +1,4 @@
-"""gRPC API against a real `python -m serving` process, through the official tensorflow_serving stubs."""
+"""gRPC API against a real `python -m tfsb.server` process, through the official tensorflow_serving stubs."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 from tensorflow_serving.config import model_server_config_pb2
 
-from export.zoo import CLASSIFY, REGRESS, ZOO, census_examples
-from serving.wire import tensor_proto
+from tfsb.export.zoo import CLASSIFY, REGRESS, ZOO, census_examples
+from tfsb.wire import tensor_proto
 from tests.inprocess import InProcessServer
 from tests.server_util import ServerProcess, wait_for
 
@@ -42,7 +42,7 @@ def predict_request(model: str, inputs: dict, signature: str = "", version=None,
     if label is not None:
         req.model_spec.version_label = label
     for k, v in inputs.items():
-        req.inputs[k].CopyFrom(tensor_proto.from_numpy(np.asarray(v)))
+        tensor_proto.from_numpy(np.asarray(v), into=req.inputs[k])
     return req
 
 
@@ -494,7 +494,7 @@ def test_version_flag():
 
     from tests.server_util import REPO
 
-    r = subprocess.run([sys.executable, "-m", "serving", "--version"], cwd=REPO, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "tfsb.server", "--version"], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0
     assert r.stdout.startswith("TensorFlow ModelServer: ") and "\nTensorFlow Library: 2.21" in r.stdout

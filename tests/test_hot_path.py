@@ -10,13 +10,13 @@ from types import SimpleNamespace
 
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from serving import platform
-from serving.admission import MemoryBudget
-from serving.core import Core
-from serving.flags import parse_flags
-from serving.rest import INLINE_MAX_COST_S, _Costs
-from serving.rest_routes import RestHandler
-from serving.runtime import Signature
+from tfsb.server import platform
+from tfsb.server.admission import MemoryBudget
+from tfsb.server.core import Core
+from tfsb.server.flags import parse_flags
+from tfsb.server.rest import INLINE_MAX_COST_S, _Costs
+from tfsb.server.rest_routes import RestHandler
+from tfsb.server.runtime import Signature
 
 
 def test_session_default_runs_the_graph_on_the_calling_thread(tmp_path):
@@ -103,8 +103,8 @@ def test_grpc_predict_and_metadata_resolve_the_version_once():
     import numpy as np
     from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
-    from serving.grpc_api import PredictionServicer
-    from serving.wire import tensor_proto
+    from tfsb.server.grpc_api import PredictionServicer
+    from tfsb.wire import tensor_proto
 
     class Context:
         def abort(self, code, details):
@@ -114,7 +114,7 @@ def test_grpc_predict_and_metadata_resolve_the_version_once():
     servicer = PredictionServicer(Core(registry, budget=MemoryBudget(0)))
     req = predict_pb2.PredictRequest()
     req.model_spec.name = "m"
-    req.inputs["x"].CopyFrom(tensor_proto.from_numpy(np.array([1.5, 2.5], np.float32)))
+    tensor_proto.from_numpy(np.array([1.5, 2.5], np.float32), into=req.inputs["x"])
     resp = servicer.Predict(req, Context())
     assert registry.resolves == 1 and resp.model_spec.version.value == 1
     np.testing.assert_array_equal(tensor_proto.to_numpy(resp.outputs["y"]), [3.0, 5.0])

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from serving.wire import json_parse, json_response, json_text
+from tfsb.wire import json_parse, json_response, json_text
 
 
 @settings(max_examples=300, deadline=None)

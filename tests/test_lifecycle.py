@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from serving.lifecycle import Lifecycle
+from tfsb.server.lifecycle import Lifecycle
 
 
 def test_ready_only_while_serving_with_every_model_available():

@@ -31,16 +31,16 @@ def test_readme_export_examples_run_as_written(tmp_path):
 
 def test_export_cli_publishes_next_version_with_a_signature_table(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    cmd = [sys.executable, "-m", "export", "--model", "linear", "--base-path", str(tmp_path)]
+    cmd = [sys.executable, "-m", "tfsb.export", "--model", "linear", "--base-path", str(tmp_path)]
     first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "published version 1" in first.stdout
     assert re.search(r"signature 'serving_default'\s+method: tensorflow/serving/predict", first.stdout)
     assert re.search(r"input\s+x\s+DT_FLOAT\s+\(-1, 1\)", first.stdout)
     # the entry point ran once above as a real process; the same command again in-process
-    second = run_main("export", cmd[3:], cwd=REPO)
+    second = run_main("tfsb.export", cmd[3:], cwd=REPO)
     assert second.returncode == 0 and "published version 2" in second.stdout, second.stderr[-3000:]
-    bad = run_main("export", ["--model", "nope"], cwd=REPO)
+    bad = run_main("tfsb.export", ["--model", "nope"], cwd=REPO)
     assert bad.returncode == 2 and "unknown model 'nope'" in bad.stderr
 
 

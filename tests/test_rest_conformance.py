@@ -446,8 +446,8 @@ def test_handler_reports_the_error_code_not_just_the_http_status():
     """FAILED_PRECONDITION and INVALID_ARGUMENT both answer 400; the metrics label must keep them apart."""
     from types import SimpleNamespace
 
-    from serving.errors import FailedPreconditionError
-    from serving.rest_routes import RestHandler
+    from tfsb.errors import FailedPreconditionError
+    from tfsb.server.rest_routes import RestHandler
 
     class Core:
         def predict(self, spec, inputs, api):

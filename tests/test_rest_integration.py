@@ -11,8 +11,8 @@ import pytest
 import requests
 from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_grpc, regression_pb2
 
-from export.zoo import CLASSIFY, REGRESS, ZOO
-from serving.wire import tensor_proto
+from tfsb.export.zoo import CLASSIFY, REGRESS, ZOO
+from tfsb.wire import tensor_proto
 from tests.inprocess import InProcessServer
 from tests.server_util import wait_for
 from tests.test_grpc_integration import input_proto, predict_request

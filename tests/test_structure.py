@@ -11,12 +11,12 @@ import pytest
 from tests.conftest import REPO
 
 MAX_LINES = 520
-PACKAGES = ("serving", "clients", "export")
+PACKAGES = ("tfsb",)
+SRC = REPO / "tfsb"
 
 
 def _modules():
-    for pkg in PACKAGES:
-        yield from sorted((REPO / pkg).rglob("*.py"))
+    yield from sorted(p for p in SRC.rglob("*.py") if p.name != "_descriptors.py")
 
 
 def _project_imports(path: Path) -> set[str]:
@@ -39,35 +39,39 @@ def test_no_module_is_over_the_size_limit(path):
     assert n <= MAX_LINES, f"{path.relative_to(REPO)} has {n} lines: split it by job"
 
 
-def test_the_wire_package_is_a_leaf():
-    for path in sorted((REPO / "serving" / "wire").glob("*.py")):
-        bad = {m for m in _project_imports(path)
-               if not (m.startswith("serving.wire") or m.startswith("serving.errors") or m == "serving")}
+SHARED = ("tfsb.wire", "tfsb.protos", "tfsb.errors")
+
+
+def _shared_or_root(m: str) -> bool:
+    return m.startswith(SHARED) or m in ("tfsb", "tfsb.program_name", "tfsb.__version__")
+
+
+def test_the_shared_packages_are_a_leaf():
+    """wire, protos and errors import nothing of the server, the client or export."""
+    for path in sorted(p for d in ("wire", "protos") for p in (SRC / d).glob("*.py")) + [SRC / "errors.py"]:
+        bad = {m for m in _project_imports(path) if not _shared_or_root(m)}
         assert not bad, f"{path.name} imports {sorted(bad)}"
 
 
-def test_the_server_imports_neither_clients_nor_export():
-    for path in sorted((REPO / "serving").rglob("*.py")):
-        bad = {m for m in _project_imports(path) if m.split(".")[0] in ("clients", "export")}
+def test_the_server_imports_neither_the_client_nor_export():
+    for path in sorted((SRC / "server").rglob("*.py")):
+        bad = {m for m in _project_imports(path) if m.startswith(("tfsb.client", "tfsb.export"))}
         assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"
 
 
-def test_clients_use_only_the_servers_wire_modules():
-    """The clients share codecs, the status table and Spec with the server, never its state (the package
-    root's stateless names, the version and the usage-line helper, are shared too)."""
-    for path in sorted((REPO / "clients").glob("*.py")):
-        bad = {m for m in _project_imports(path)
-               if m.startswith("serving") and not (m.startswith("serving.wire") or m.startswith("serving.errors")
-                                                   or m in ("serving", "serving.program_name",
-                                                            "serving.__version__"))}
+def test_the_client_uses_only_the_shared_packages():
+    """The client shares codecs, message classes, the status table and Spec with the server, never its
+    state, and nothing that imports TensorFlow."""
+    for path in sorted((SRC / "client").glob("*.py")):
+        bad = {m for m in _project_imports(path) if not (_shared_or_root(m) or m.startswith("tfsb.client"))}
         assert not bad, f"{path.name} imports {sorted(bad)}"
 
 
 def test_core_knows_no_transport_and_the_runtime_no_batching():
-    assert not {m for m in _project_imports(REPO / "serving" / "core.py")
-                if m.startswith(("serving.rest", "serving.grpc_api", "serving.server"))}
+    assert not {m for m in _project_imports(SRC / "server" / "core.py")
+                if m.startswith(("tfsb.server.rest", "tfsb.server.grpc_api", "tfsb.server.server"))}
     for runtime in ("runtime.py", "tflite.py"):
-        text = (REPO / "serving" / runtime).read_text()
+        text = (SRC / "server" / runtime).read_text()
         assert "batch" not in text.lower(), f"{runtime} mentions batching: the loader wraps servables instead"
 
 
@@ -76,9 +80,9 @@ def test_every_flag_marked_supported_is_read_outside_the_flag_table():
     is marked unsupported, so setting it logs that it has no effect)."""
     import re
 
-    from serving.flags import FLAGS
+    from tfsb.server.flags import FLAGS
 
-    sources = [p.read_text() for p in (REPO / "serving").rglob("*.py") if p.name != "flags.py"]
+    sources = [p.read_text() for p in (SRC / "server").rglob("*.py") if p.name != "flags.py"]
     unread = [f.name for f in FLAGS if f.supported is True
               and not any(re.search(rf"\.{f.name}\b", text) for text in sources)]
     assert unread == []

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from google.protobuf import text_format
 
-from serving.config import ModelServerConfig
-from serving.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnknownError
-from serving.registry import ModelRegistry
-from serving.versions import FileSystemSource, LoadPolicy, ModelVersions, State
+from tfsb.server.config import ModelServerConfig
+from tfsb.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnknownError
+from tfsb.server.registry import ModelRegistry
+from tfsb.server.versions import FileSystemSource, LoadPolicy, ModelVersions, State
 
 
 class FakeServable:
@@ -345,7 +345,7 @@ def test_recreated_version_directory_is_checked_again(tmp_path):
 
 
 def test_reload_of_a_stuck_model_neither_blocks_polling_nor_waits_unbounded(tmp_path):
-    from serving.errors import DeadlineExceededError
+    from tfsb.errors import DeadlineExceededError
 
     good, stuck = tmp_path / "good", tmp_path / "stuck"
     _version(good, "1")

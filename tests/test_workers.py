@@ -14,8 +14,8 @@ import pytest
 import requests
 from google.protobuf import text_format
 
-from clients import GrpcClient
-from serving.config import ModelServerConfig
+from tfsb.client import GrpcClient
+from tfsb.server.config import ModelServerConfig
 from tests.server_util import ServerProcess, listening_ports, wait_for
 
 pytestmark = pytest.mark.integration
@@ -154,7 +154,7 @@ def test_a_start_up_refuses_ports_held_by_processes_that_are_not_its_workers(tmp
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         squatter.bind(("0.0.0.0", port))
         squatter.listen()
-        r = subprocess.run([sys.executable, "-m", "serving", f"--port={port}", "--model_name=m",
+        r = subprocess.run([sys.executable, "-m", "tfsb.server", f"--port={port}", "--model_name=m",
                             f"--model_base_path={tmp_path}", "--num_server_processes=2"],
                            cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 255, r.stdout + r.stderr
@@ -196,7 +196,7 @@ def test_a_start_up_error_stops_every_worker_with_its_code(tmp_path):
 
     from tests.server_util import REPO, free_port
 
-    r = subprocess.run([sys.executable, "-m", "serving", f"--port={free_port()}", "--model_name=m",
+    r = subprocess.run([sys.executable, "-m", "tfsb.server", f"--port={free_port()}", "--model_name=m",
                         f"--model_base_path={tmp_path}", "--num_server_processes=2",
                         f"--grpc_socket_path={tmp_path / 'grpc.sock'}"],
                        cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -20,7 +20,7 @@ from pathlib import Path
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from export.tflite import with_signature_metadata
+from tfsb.export.tflite import with_signature_metadata
 
 PREDICT = "tensorflow/serving/predict"
 

@@ -1,6 +1,6 @@
 """Bring the compose stack up for the container tier, and down again: `python -m tests.container.stack up|down`.
 
-`up` publishes the demo zoo into models-test/ (the mounted model volume), copies serving/*.config into
+`up` publishes the demo zoo into models-test/ (the mounted model volume), copies config/*.config into
 run/container-config/ (a writable config directory, so the rollout tool can move labels), starts the
 `tfserving` service with TFS_IMAGE on free loopback ports and waits until compose reports it healthy, then
 writes run/container.env: the TFS_* variables the integration suite reads to target the container.
@@ -46,7 +46,7 @@ def up() -> None:
         shutil.rmtree(CONFIG_DIR)
     CONFIG_DIR.mkdir(parents=True)
     for name in ("models.config", "batching.config", "monitoring.config"):
-        shutil.copy(REPO / "serving" / name, CONFIG_DIR / name)
+        shutil.copy(REPO / "config" / name, CONFIG_DIR / name)
     print(f"stack: models exported in {time.monotonic() - t0:.1f}s", flush=True)
     grpc_port, rest_port = free_port(), free_port()
     env = {"TFS_IMAGE": os.environ.get("TFS_IMAGE", "tf-serving-bundle-embedded:local"),

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import requests
 
-from clients import GrpcClient
-from clients.rollout import read_config, set_labels
+from tfsb.client import GrpcClient
+from tfsb.client.rollout import read_config, set_labels
 from tests.server_util import free_port, wait_for
 
 pytestmark = pytest.mark.container
@@ -51,7 +51,7 @@ class _Traffic:
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def _run(self):
-        from clients.base import ServingClientError
+        from tfsb.client.base import ServingClientError
 
         while not self._stop.is_set():
             try:
@@ -76,6 +76,37 @@ class _Traffic:
         self._stop.set()
         for t in self._threads:
             t.join(60)
+
+
+EMBEDDED_IMAGE = "tf-serving-bundle-embedded:local"
+# what the dev lock has and the runtime image must not: test runners, browsers, plotting, bench peers
+TEST_PACKAGES = ("pytest", "hypothesis", "playwright", "schemathesis", "matplotlib", "kubernetes_validate",
+                 "fastapi", "openapi_spec_validator", "tensorflow_text", "docker", "uv")
+
+
+def test_embedded_image_is_runtime_only_and_at_most_2_gb(docker_client):
+    """`make docker-bootstrap` builds the embedded image from the runtime lock: ≤ 2.0 GB, no test or bench
+    package inside, TensorFlow's CPU build, and the server and client importable from any directory."""
+    try:
+        image = docker_client.images.get(EMBEDDED_IMAGE)
+    except Exception as e:  # noqa: BLE001 - docker.errors.ImageNotFound and friends
+        pytest.skip(f"{EMBEDDED_IMAGE} is not built here ({type(e).__name__}); `make docker-bootstrap` builds it")
+    size = image.attrs["Size"]
+    print(f"\n{EMBEDDED_IMAGE}: {size / 1e9:.2f} GB")
+    assert size <= 2.0e9, f"the embedded image is {size / 1e9:.2f} GB (> 2.0 GB)"
+    probe = ("import importlib.util, importlib.metadata as md, json; "
+             f"found = [m for m in {TEST_PACKAGES!r} if importlib.util.find_spec(m)]; "
+             "dists = sorted(d.metadata['Name'].lower() for d in md.distributions()); "
+             "import tfsb.server.config, tfsb.client; "
+             "print(json.dumps({'found': found, 'dists': dists}))")
+    out = docker_client.containers.run(EMBEDDED_IMAGE, ["-c", probe], entrypoint="python", working_dir="/tmp",
+                                       remove=True, environment={"TF_CPP_MIN_LOG_LEVEL": "3"})
+    import json
+
+    got = json.loads(out.decode().strip().splitlines()[-1])
+    assert got["found"] == [], f"test/bench packages in the runtime image: {got['found']}"
+    assert "tensorflow-cpu" in got["dists"] and "tensorflow" not in got["dists"]
+    assert not {"pytest", "pip-tools", "uv"} & set(got["dists"])
 
 
 def test_compose_service_is_healthy_by_its_config_driven_check(stack):
@@ -171,7 +202,7 @@ def test_users_own_models_served_by_the_compose_stack_pass_the_healthcheck(stack
     (cfg / "models.config").write_text('model_config_list { config { name: "triple" base_path: "/models/triple" '
                                        'model_platform: "tensorflow" } }\n')
     for name in ("batching.config", "monitoring.config"):
-        shutil.copy(REPO / "serving" / name, cfg / name)
+        shutil.copy(REPO / "config" / name, cfg / name)
     os.chmod(cfg, 0o755)
     rest = free_port()
     env = {"TFS_IMAGE": stack.image, "MODELS_DIR": str(root), "CONFIG_DIR": str(cfg),

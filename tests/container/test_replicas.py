@@ -56,15 +56,15 @@ class _PerReplica:
 
 
 def test_a_label_flip_reaches_every_replica_under_traffic(stack, tmp_path):
-    from clients import GrpcClient
-    from clients.rollout import docker_replicas
+    from tfsb.client import GrpcClient
+    from tfsb.client.rollout import docker_replicas
     from tests.container.stack import REPO, compose
     from tests.inprocess import run_main
 
     cfg = tmp_path / "config"
     cfg.mkdir()
     for name in ("models.config", "batching.config", "monitoring.config"):
-        shutil.copy(REPO / "serving" / name, cfg / name)
+        shutil.copy(REPO / "config" / name, cfg / name)
     os.chmod(cfg, 0o755)
     env = {"TFS_IMAGE": stack.image, "MODELS_DIR": stack.models, "CONFIG_DIR": str(cfg),
            "GRPC_PORT": str(free_port()), "REST_PORT": str(free_port())}
@@ -83,7 +83,7 @@ def test_a_label_flip_reaches_every_replica_under_traffic(stack, tmp_path):
                 time.sleep(0.05)
             assert {v for vs in traffic.versions.values() for v in vs} == {1}
             t0 = time.monotonic()
-            r = run_main("clients", ["--grpc-target", targets[0], "label", "promote", "mlp", "canary", "stable",
+            r = run_main("tfsb.client", ["--grpc-target", targets[0], "label", "promote", "mlp", "canary", "stable",
                                      "--config", str(cfg / "models.config"),
                                      "--docker-service", f"{PROJECT}/tfserving-replica"])
             took = time.monotonic() - t0

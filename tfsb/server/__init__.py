@@ -1,0 +1,1 @@
+"""Embedded model server: wire- and config-compatible with TensorFlow Serving's tensorflow_model_server."""

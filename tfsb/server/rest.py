@@ -1,0 +1,355 @@
+"""REST transport on `--rest_api_port`: an ASGI app served by uvicorn (httptools + uvloop) around TF
+Serving's routes (`tfsb.server.rest_routes`) with its HTTP behaviour (`http_server.cc`: 404 page, CORS, gzip
+bodies, timeouts). The event loop routes, admits and writes; decoding, the model call and encoding run in
+a bounded thread pool (`--rest_api_num_threads`), through the same core as gRPC.
+
+Beyond TF Serving: `/healthz` (liveness) and `/readyz` (ready only when every configured model has an
+AVAILABLE version, and false once shutdown starts) for Kubernetes probes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import re
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+from tfsb.server import extensions, metrics
+from tfsb.server.history import History
+from tfsb.server.admission import JSON_EXPANSION
+from tfsb.server.config import prometheus_path
+from tfsb.errors import (DeadlineExceededError, InternalError, InvalidArgumentError, ResourceExhaustedError,
+                            ServingError, UnavailableError)
+from tfsb.server.rest_routes import Answer, RestHandler, error_answer, prometheus_text
+from tfsb.wire.json_text import error_json
+from tfsb.wire.status import CODE_HEADER, VERSION_HEADER
+
+log = logging.getLogger("tfsb.server.rest")
+
+_V1_RE = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
+_ORIGIN_RE = re.compile(r"https?://.*", re.IGNORECASE)
+_JSON = (b"content-type", b"application/json")
+_CODE_HEADER = CODE_HEADER.encode()
+_VERSION_HEADER = VERSION_HEADER.encode()
+_IN_FLIGHT = metrics.IN_FLIGHT.labels("REST")
+_CORS = [(b"access-control-allow-origin", b"*"), (b"access-control-allow-methods", b"POST, GET"),
+         (b"access-control-allow-headers", b"Content-Type")]
+
+
+def _not_found_html(path: str) -> bytes:
+    return (f"<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1><p>The requested URL "
+            f"{html.escape(path)} was not found on this server.</p></body></html>").encode()
+
+
+class _Refused(Exception):
+    """A request answered before its body was read (or while it was read)."""
+
+    def __init__(self, err: ServingError):
+        self.err = err
+
+
+def gunzip(body: bytes, limit: int, on_chunk=None) -> bytes:
+    """Decompress a gzip body (several members allowed, like gzip.decompress) in bounded steps; stop with
+    RESOURCE_EXHAUSTED as soon as the output passes `limit` (0 = none). `on_chunk(n)` sees every step, so the
+    memory budget grows with the output instead of after it."""
+    out, total, data = [], 0, body
+    step = 1 << 20
+    while data:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        while True:
+            try:
+                chunk = d.decompress(data, step)
+            except zlib.error:
+                raise InvalidArgumentError("Failed to decompress gzip request body") from None
+            total += len(chunk)
+            if limit and total > limit:
+                raise ResourceExhaustedError(f"Request body exceeds the limit of {limit} bytes once decompressed "
+                                             "(--rest_api_max_request_bytes)")
+            if on_chunk is not None and chunk:
+                on_chunk(len(chunk))
+            out.append(chunk)
+            data = d.unconsumed_tail
+            if d.eof or not data:
+                break
+        if not d.eof:
+            raise InvalidArgumentError("Failed to decompress gzip request body")
+        data = d.unused_data
+    return b"".join(out)
+
+
+INLINE_MAX_BODY = 16 * 1024  # bytes: a body this small parses in microseconds
+INLINE_MAX_COST_S = 0.0005  # a route whose recent handler time exceeds this keeps to the worker pool
+
+
+class _Costs:
+    """Recent handler time per request path (model, version, verb), an exponentially weighted average: a
+    route is answered on the event loop only while it stays cheap, so a slow model never stalls the loop for
+    longer than one request. Bounded: paths are client-chosen."""
+
+    MAX_PATHS = 1024
+
+    def __init__(self):
+        self._ewma: dict[str, float] = {}
+
+    def cheap(self, path: str) -> bool:
+        cost = self._ewma.get(path)
+        return cost is not None and cost < INLINE_MAX_COST_S
+
+    def observe(self, path: str, seconds: float) -> None:
+        old = self._ewma.get(path)
+        if old is None and len(self._ewma) >= self.MAX_PATHS:
+            self._ewma.clear()
+        self._ewma[path] = seconds if old is None else 0.8 * old + 0.2 * seconds
+
+
+class RestApp:
+    """The ASGI application. Routing and admission (in-flight limit, body size, memory budget) happen before
+    a byte of the body is read; the body is then read with those limits, and everything that costs CPU or
+    memory in proportion to it (gunzip, JSON, the model) runs in the worker pool."""
+
+    def __init__(self, server, monitoring=None):
+        opts = server.options
+        self.server = server
+        self.handler = RestHandler(server)
+        self.budget = server.core.budget
+        self.pool = ThreadPoolExecutor(max_workers=max(1, opts.rest_api_num_threads), thread_name_prefix="rest")
+        self.timeout = opts.rest_api_timeout_in_ms / 1000 if opts.rest_api_timeout_in_ms > 0 else None
+        self.cors = opts.rest_api_enable_cors_support
+        self.metrics_path = prometheus_path(monitoring) if monitoring is not None else None
+        self.max_inflight = max(0, opts.max_inflight_requests)
+        self.max_body = max(0, opts.rest_api_max_request_bytes)
+        self.extensions = None
+        if opts.rest_api_extensions:
+            history = History()
+            history.start(server.lifecycle)
+            self.extensions = extensions.Extensions(server.registry, history)
+        self.inflight = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._running: set[asyncio.Future] = set()
+        self._cut = False
+        self._costs = _Costs()
+
+    def cut_off(self) -> None:
+        """End of the shutdown grace period (on the loop): requests still running are answered 503 now."""
+        self._cut = True
+        for fut in list(self._running):
+            fut.cancel()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return
+        self.loop = self.loop or asyncio.get_running_loop()
+        method = scope["method"]
+        raw = scope.get("raw_path") or scope["path"].encode()
+        path = raw.decode("latin-1")
+        if scope.get("query_string"):
+            path += "?" + scope["query_string"].decode("latin-1")
+        headers = dict(scope.get("headers") or [])
+        unread = headers.get(b"content-length", b"0") not in (b"0", b"") or b"transfer-encoding" in headers
+        if self.metrics_path is not None and path.split("?")[0] == self.metrics_path:
+            if path != self.metrics_path:
+                await self._send(send, 400, f"Unexpected path: {path}. Should be {self.metrics_path}".encode(),
+                                 ctype=b"text/plain", close=unread)
+                return
+            await self._send(send, 200, prometheus_text(), ctype=b"text/plain", close=unread)
+            return
+        if path in ("/healthz", "/readyz") and method in ("GET", "HEAD"):
+            ready = path == "/healthz" or self.server.lifecycle.ready()
+            await self._send(send, 200 if ready else 503, b'{"status": "%s"}' % (b"ok" if ready else b"not ready"), close=unread)
+            return
+        if self.extensions and method in ("GET", "HEAD") and path.startswith(("/api/", "/dashboard")):
+            status, out, ctype = await asyncio.get_running_loop().run_in_executor(self.pool, self.extensions.get, path)
+            await self._send(send, status, out, ctype=ctype, close=unread)
+            return
+        if not _V1_RE.fullmatch(path):
+            await self._send(send, 404, _not_found_html(path), ctype=b"text/html", close=unread)
+            return
+        if method == "OPTIONS":
+            origin = headers.get(b"origin", b"").decode("latin-1")
+            await self._send(send, 200 if _ORIGIN_RE.fullmatch(origin) else 400, b"", ctype=None, close=unread)
+            return
+        if self.max_inflight and self.inflight >= self.max_inflight:
+            err = UnavailableError(f"Server is overloaded: {self.inflight} REST requests in flight "
+                                   f"(--max_inflight_requests={self.max_inflight}); retry later")
+            metrics.request("", "", "REST", err.code.name, None)
+            await self._send(send, err.http_status, error_json(err.message), close=unread, code=err.code.name)
+            return
+        self.inflight += 1
+        _IN_FLIGHT.inc()
+        held = None
+        try:
+            held = self._admit(headers.get(b"content-length"))
+            body = await self._read_body(receive, held)
+            if body is None:  # the client went away
+                return
+            await self._process(send, method, path, body, headers, held)
+        except _Refused as r:
+            metrics.request("", "", "REST", r.err.code.name, None)
+            await self._send(send, r.err.http_status, error_json(r.err.message), close=True, code=r.err.code.name)
+        finally:
+            self.inflight -= 1
+            _IN_FLIGHT.dec()
+            if held is not None:
+                held.release()
+
+    def _admit(self, length: bytes | None):
+        """Reserve what the declared body will cost once parsed, before reading it."""
+        try:
+            n = int(length) if length and len(length) < 20 else (0 if not length else None)
+        except ValueError:
+            n = None
+        if n is None:
+            raise _Refused(InvalidArgumentError("Invalid Content-Length header"))
+        if self.max_body and n > self.max_body:
+            raise _Refused(self._too_big(n))
+        try:
+            return self.budget.reserve(n * (1 + JSON_EXPANSION), f"A JSON request body of {n} bytes",
+                                       json_body=True)
+        except ServingError as e:
+            raise _Refused(e) from None
+
+    def _too_big(self, n: int) -> ResourceExhaustedError:
+        return ResourceExhaustedError(f"Request body of {n} bytes exceeds the limit of {self.max_body} bytes "
+                                      "(--rest_api_max_request_bytes)")
+
+    async def _read_body(self, receive, held) -> bytes | None:
+        chunks, size = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return None
+            chunk = msg.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if self.max_body and size > self.max_body:
+                    raise _Refused(self._too_big(size))
+                if size * (1 + JSON_EXPANSION) > held.bytes:  # chunked, or longer than declared
+                    try:
+                        held.grow(size * (1 + JSON_EXPANSION) - held.bytes, f"A JSON request body of {size} bytes")
+                    except ServingError as e:
+                        raise _Refused(e) from None
+                chunks.append(chunk)
+            if not msg.get("more_body", False):
+                return b"".join(chunks)
+
+    def _run(self, method: str, path: str, body: bytes, gzipped: bool, held, deadline: float | None):
+        """Worker-pool side: gunzip with limits, then the handler (skipped when its deadline has passed)."""
+        if gzipped:
+            try:
+                body = gunzip(body, self.max_body,
+                              lambda n: held.grow(n * (1 + JSON_EXPANSION), "A decompressed JSON request body"))
+            except ServingError as e:
+                return error_answer(e)
+        if deadline is not None and time.monotonic() > deadline:  # the client already has its 504
+            return error_answer(DeadlineExceededError("Deadline Exceeded"))
+        return self.handler.process(method, path, body)
+
+    def _timed_run(self, method: str, path: str, body: bytes, gzipped: bool, held, deadline: float | None):
+        t0 = time.perf_counter()
+        try:
+            return self._run(method, path, body, gzipped, held, deadline)
+        finally:
+            self._costs.observe(path, time.perf_counter() - t0)
+
+    async def _process(self, send, method: str, path: str, body: bytes, headers: dict, held) -> None:
+        t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        is_inference = method == "POST"
+        timeout = self.timeout if is_inference else None
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        gzipped = b"gzip" in headers.get(b"content-encoding", b"")
+        if not gzipped and len(body) <= INLINE_MAX_BODY and self._costs.cheap(path):
+            # Small and recently fast: answering here costs less than the two thread hand-offs of the pool.
+            answer = self._timed_run(method, path, body, gzipped, held, None)
+            metrics.request(self.server.core.metric_model_name(answer.model), answer.api, "REST", answer.code,
+                            time.perf_counter() - t0)
+            await self._send(send, answer.status, answer.body, code=answer.code, version=answer.version)
+            return
+        fut = loop.run_in_executor(self.pool, self._timed_run, method, path, body, gzipped, held, deadline)
+        self._running.add(fut)
+        try:
+            answer: Answer = await (asyncio.wait_for(fut, timeout) if timeout is not None else fut)
+        except asyncio.TimeoutError:
+            answer = error_answer(DeadlineExceededError("Deadline Exceeded"))
+        except asyncio.CancelledError:
+            if not self._cut:
+                raise
+            answer = error_answer(UnavailableError("Server is shutting down: the request did not finish within the "
+                                                   "shutdown grace period (--shutdown_grace_period_seconds)"))
+        finally:
+            self._running.discard(fut)
+        metrics.request(self.server.core.metric_model_name(answer.model), answer.api, "REST", answer.code,
+                        time.perf_counter() - t0)
+        await self._send(send, answer.status, answer.body, code=answer.code, version=answer.version)
+
+    async def _send(self, send, status: int, body: bytes, ctype: bytes | None = _JSON[1], close: bool = False,
+                    code: str = "OK", version: int | None = None) -> None:
+        """`close`: the request's body was not (fully) read; closing beats reading the rest of it to discard.
+        `code`: an error's canonical code, named in a header (several codes share an HTTP status).
+        `version`: the model version that served an inference (a label or "latest" hides it otherwise)."""
+        headers = [(b"content-length", str(len(body)).encode())]
+        if code != "OK":
+            headers.append((_CODE_HEADER, code.encode()))
+        if version is not None:
+            headers.append((_VERSION_HEADER, str(version).encode()))
+        if close:
+            headers.append((b"connection", b"close"))
+        if ctype is not None:
+            headers.append((b"content-type", ctype))
+        if self.cors:
+            headers.extend(_CORS)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _reuse_port_socket(host: str, port: int):
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def start_rest(server, monitoring=None) -> None:
+    """Serve the REST API in a background thread; returns once the port accepts connections."""
+    import uvicorn
+
+    from tfsb.server.rest_protocol import guarded_protocol
+
+    opts = server.options
+    app = RestApp(server, monitoring)
+    grace = max(0, opts.shutdown_grace_period_seconds)
+    config = uvicorn.Config(app, host=opts.rest_api_bind_address, port=opts.rest_api_port, loop="uvloop",
+                            http=guarded_protocol(opts), ws="none", lifespan="off", log_level="warning",
+                            access_log=False, server_header=False, date_header=False,
+                            timeout_keep_alive=max(1, opts.rest_api_idle_timeout_seconds),
+                            timeout_graceful_shutdown=grace + 2)
+    userver = uvicorn.Server(config)
+    sockets = None
+    if server.control is not None:  # sibling worker processes share the port
+        sockets = [_reuse_port_socket(opts.rest_api_bind_address, opts.rest_api_port)]
+    t = threading.Thread(target=userver.run, kwargs={"sockets": sockets}, name="rest", daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while not userver.started:
+        if not t.is_alive() or time.monotonic() > deadline:
+            raise InternalError(f"Failed to start HTTP/REST server on port {opts.rest_api_port}")
+        time.sleep(0.01)
+    log.info("Exporting HTTP/REST API at:%s:%d ...", opts.rest_api_bind_address, opts.rest_api_port)
+
+    def stop(grace: float) -> None:
+        userver.should_exit = True
+        t.join(grace)
+        if t.is_alive() and app.loop is not None:
+            app.loop.call_soon_threadsafe(app.cut_off)
+            t.join(2)
+        app.pool.shutdown(wait=False, cancel_futures=True)
+
+    server.lifecycle.on_drain(stop)

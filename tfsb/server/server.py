@@ -1,0 +1,256 @@
+"""Process wiring in TF Serving's order (`model_servers/server.cc::BuildAndStart`): validate options, build
+the config, load every model, *then* open the gRPC port (and the REST port). Shutdown drains in-flight
+requests before unloading."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from tfsb.server import metrics, workers
+from tfsb.server.admission import MemoryBudget
+from tfsb.server.config import ModelServerConfig, MonitoringConfig, parse_text_file, single_model_config
+from tfsb.server.core import Core, Inference
+from tfsb.errors import InvalidArgumentError, ServingError
+from tfsb.server.flags import ServerOptions, unsupported_settings
+from tfsb.server.lifecycle import Lifecycle
+from tfsb.server.platform import Loader, load_settings
+from tfsb.server.ports import check_ports, host_port
+from tfsb.server.registry import ModelRegistry
+from tfsb.server.tls import server_credentials
+from tfsb.server.versions import LoadPolicy, VersionRecord
+
+log = logging.getLogger("tfsb.server")
+
+
+@dataclass
+class Server:
+    """A running server: its options, models, core, transports and lifecycle. Built by `build_and_start`."""
+
+    options: ServerOptions
+    registry: ModelRegistry
+    core: Core
+    lifecycle: Lifecycle
+    grpc_server: object = None
+    grpc_port: int | None = None
+    health: object = None
+    control: object = None  # workers.SharedControl with --num_server_processes > 1
+
+    def update_health(self) -> None:
+        """The gRPC health service follows readiness (a lifecycle listener)."""
+        if self.health is None:
+            return
+        from grpc_health.v1 import health_pb2
+
+        status = health_pb2.HealthCheckResponse.SERVING if self.lifecycle.ready() \
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        for svc in ("", "ModelService", "PredictionService", "tensorflow.serving.PredictionService",
+                    "tensorflow.serving.ModelService"):
+            self.health.set(svc, status)
+
+    def stop(self, grace: float = 20.0) -> None:
+        """Readiness goes false first; then both transports stop accepting and let in-flight requests
+        finish until `grace` s have passed (in parallel); requests still running then are answered
+        UNAVAILABLE by their transport; then every version unloads. Bounded by `grace` + a few seconds."""
+        self.lifecycle.shutdown(grace, unload=self.registry.stop)
+
+    @property
+    def stopping(self) -> bool:
+        return self.lifecycle.stopping
+
+    @property
+    def stopped(self) -> threading.Event:
+        return self.lifecycle.stopped
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once shutdown has begun."""
+        return self.lifecycle.wait(timeout)
+
+
+def validate_options(opts: ServerOptions) -> None:
+    """The start-up checks of server.cc, in its order, with its messages."""
+    if opts.port == 0 and not opts.grpc_socket_path:
+        raise InvalidArgumentError("At least one of server_options.grpc_port or server_options.grpc_socket_path "
+                                   "must be set.")
+    if opts.use_alts_credentials and opts.ssl_config_file:
+        raise InvalidArgumentError("Either use_alts_credentials must be false or ssl_config_file must be empty.")
+    if not opts.model_base_path and not opts.model_config_file:
+        raise InvalidArgumentError("Both server_options.model_base_path and server_options.model_config_file "
+                                   "are empty!")
+    if opts.num_server_processes > 1 and opts.grpc_socket_path:
+        raise InvalidArgumentError("--grpc_socket_path cannot be shared by --num_server_processes="
+                                   f"{opts.num_server_processes} worker processes; use the TCP port")
+    if opts.model_config_reload_api not in ("enabled", "unix_socket_only", "disabled"):
+        raise InvalidArgumentError(f"--model_config_reload_api must be enabled, unix_socket_only or disabled, "
+                                   f"not '{opts.model_config_reload_api}'")
+
+
+def load_config(opts: ServerOptions) -> ModelServerConfig:
+    if opts.model_config_file:
+        return parse_text_file(opts.model_config_file, ModelServerConfig)
+    log.info("Building single TensorFlow model file config: model_name: %s model_base_path: %s",
+             opts.model_name, opts.model_base_path)
+    return single_model_config(opts.model_name, opts.model_base_path)
+
+
+def build_and_start(opts: ServerOptions) -> Server:
+    """Everything before the ports open can fail with a ServingError: the caller prints
+    `Failed to start server. Error: <status>` and exits 255, like tensorflow_model_server."""
+    _check_flags(opts)
+    check_ports(opts, share=workers.is_worker())  # before minutes of model loading, not after
+    config = load_config(opts)
+    monitoring = _monitoring(opts)  # every config file is read before minutes of model loading
+    creds = server_credentials(opts)  # and a TLS mistake is named before them, not after
+    server = build(opts)
+    _raise_open_file_limit()
+    if workers.is_worker():
+        server.control = workers.SharedControl(server.registry, float(max(0, opts.model_config_reload_wait_seconds)))
+        server.control.start_on(config)  # a replacement serves what its siblings serve, not the file
+    else:
+        server.registry.apply(config)  # blocks until every model's first version is AVAILABLE or failed
+    server.registry.start_polling()
+    _start_config_poller(server)
+    _start_grpc(server, creds)
+    if opts.rest_api_port:
+        if opts.rest_api_port == opts.port:
+            log.error("server_options.http_port cannot be the same as server_options.grpc_port. "
+                      "Please use a different port for HTTP/REST API. Skipped setting up HTTP/REST API.")
+        else:
+            from tfsb.server.rest import start_rest
+
+            start_rest(server, monitoring)
+    server.lifecycle.serving()
+    for name in server.registry.names():
+        log.info("model %s: AVAILABLE versions %s", name, server.registry.model(name).available())
+    if server.control is not None:
+        workers.start_watching(server.control, server.lifecycle)
+        server.control.ready()
+        log.info("worker %d of %d serving", server.control.index, server.control.count)
+    return server
+
+
+def build(opts: ServerOptions) -> Server:
+    """The server's parts, wired, with nothing loaded and no port open: the registry loads through the
+    platform loader, whose warmup replays through the same `Inference` the core serves with; version events
+    feed the metrics and the lifecycle's readiness listeners."""
+    settings = load_settings(opts)
+    inference = Inference(method_name_check=opts.enable_signature_method_name_check)
+    interval = opts.load_retry_interval_micros / 1e6
+
+    def on_event(model: str, rec: VersionRecord) -> None:  # only after apply(), when `lifecycle` exists
+        metrics.version_state(model, rec.version, int(rec.state))
+        lifecycle.changed()
+
+    registry = ModelRegistry(loader_for=Loader(settings, inference).for_platform,
+                             load_policy=LoadPolicy(max(0, opts.max_num_load_retries), max(0.0, interval)),
+                             poll_seconds=opts.file_system_poll_wait_seconds,
+                             allow_unavailable_labels=opts.allow_version_labels_for_unavailable_models,
+                             on_event=on_event, on_removed=metrics.forget_model, platforms=frozenset(settings))
+    lifecycle = Lifecycle(models_available=registry.all_models_available)
+    core = Core(registry, inference=inference, budget=MemoryBudget(opts.request_memory_budget_bytes))
+    return Server(opts, registry, core, lifecycle)
+
+
+def _check_flags(opts: ServerOptions) -> None:
+    ignored, fatal = unsupported_settings(opts)
+    if fatal:
+        raise InvalidArgumentError(f"not supported by the embedded server (use the tensorflow/serving image): "
+                                   f"{', '.join(fatal)}")
+    for flag in ignored:
+        log.warning("flag %s is accepted for compatibility but has no effect in the embedded server", flag)
+    validate_options(opts)
+
+
+def _monitoring(opts: ServerOptions) -> MonitoringConfig | None:
+    if opts.monitoring_config_file and opts.rest_api_port:
+        return parse_text_file(opts.monitoring_config_file, MonitoringConfig)
+    return None
+
+
+def _start_grpc(server: Server, creds) -> None:
+    from grpc_health.v1 import health
+
+    from tfsb.server.grpc_api import CallExecutor, build_server, drain, parse_channel_arguments
+
+    opts = server.options
+    if opts.enable_grpc_healthcheck_service:  # as in TF Serving: the standard health service only when asked
+        server.health = health.HealthServicer(experimental_non_blocking=True)
+        server.lifecycle.on_change(server.update_health)
+    calls = CallExecutor(max(1, opts.grpc_max_threads))
+    gs = build_server(server.core, server.registry, max_workers=max(1, opts.grpc_max_threads), executor=calls,
+                      on_reloaded=server.control.reloaded if server.control is not None else None,
+                      reuse_port=server.control is not None,
+                      tensor_content=opts.enable_serialization_as_tensor_content,
+                      health_servicer=server.health,
+                      extra_options=[("grpc.max_receive_message_length", opts.grpc_max_receive_message_bytes),
+                                     *parse_channel_arguments(opts.grpc_channel_arguments)],
+                      max_inflight=max(0, opts.max_inflight_requests),
+                      reload_api=opts.model_config_reload_api,
+                      reload_wait_s=float(max(0, opts.model_config_reload_wait_seconds)))
+    if opts.enable_profiler:
+        from tfsb.server import profiler
+
+        profiler.register(gs, server.lifecycle)
+        log.info("Profiler service is enabled")
+
+    def listen(address: str) -> int:
+        try:
+            return gs.add_secure_port(address, creds) if creds is not None else gs.add_insecure_port(address)
+        except RuntimeError:  # grpcio raises when the bind fails (the port was taken since the early check)
+            return 0
+
+    if opts.port:
+        server.grpc_port = listen(host_port(opts.grpc_bind_address, opts.port))
+        if not server.grpc_port:
+            raise InvalidArgumentError("Failed to BuildAndStart gRPC server")
+    if opts.grpc_socket_path and not listen(f"unix:{opts.grpc_socket_path}"):
+        raise InvalidArgumentError("Failed to BuildAndStart gRPC server")
+    gs.start()
+    server.grpc_server = gs
+    server.lifecycle.on_drain(lambda grace: drain(gs, calls, grace))
+    if opts.port:
+        log.info("Running gRPC ModelServer at %s ...", host_port(opts.grpc_bind_address, server.grpc_port))
+    if opts.grpc_socket_path:
+        log.info("Running gRPC ModelServer at UNIX socket %s ...", opts.grpc_socket_path)
+
+
+def _raise_open_file_limit() -> None:
+    """Idle REST connections must not be what runs the process out of descriptors: use the hard limit."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        if soft != resource.RLIM_INFINITY and target > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, ValueError, OSError) as e:
+        log.warning("could not raise the open-file limit: %s", e)
+
+
+def _start_config_poller(server: Server) -> None:
+    """--model_config_file_poll_wait_seconds: re-read the file and reload; errors are logged, never fatal."""
+    opts = server.options
+    if not opts.model_config_file or opts.model_config_file_poll_wait_seconds <= 0:
+        return
+
+    def loop():
+        while not server.lifecycle.wait(opts.model_config_file_poll_wait_seconds):
+            try:
+                cfg = parse_text_file(opts.model_config_file, ModelServerConfig)
+            except ServingError as e:
+                log.error("Failed to read ModelServerConfig file: %s", e.message)
+                continue
+            if cfg == server.registry.config:
+                continue
+            try:
+                server.registry.apply(cfg, wait_seconds=float(max(0, opts.model_config_reload_wait_seconds)),
+                                      reload=True)
+                log.info("reloaded model config from %s", opts.model_config_file)
+            except ServingError as e:
+                log.error("model config reload from %s failed: %s", opts.model_config_file, e)
+                continue
+            if server.control is not None:  # a worker started later must start on this config, not an older one
+                server.control.publish(cfg)
+
+    threading.Thread(target=loop, name="config-poll", daemon=True).start()
