@@ -96,7 +96,7 @@ def test_embedded_image_is_runtime_only_and_at_most_2_gb(docker_client):
     assert size <= 2.0e9, f"the embedded image is {size / 1e9:.2f} GB (> 2.0 GB)"
     probe = ("import importlib.util, importlib.metadata as md, json; "
              f"found = [m for m in {TEST_PACKAGES!r} if importlib.util.find_spec(m)]; "
-             "dists = sorted(d.metadata['Name'].lower() for d in md.distributions()); "
+             "dists = sorted(d.metadata['Name'].lower().replace('_', '-') for d in md.distributions()); "
              "import tfsb.server.config, tfsb.client; "
              "print(json.dumps({'found': found, 'dists': dists}))")
     out = docker_client.containers.run(EMBEDDED_IMAGE, ["-c", probe], entrypoint="python", working_dir="/tmp",
