@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from tfsb.server.batching import BatchedServable, BatchOptions, BatchScheduler
+from tfsb.server.metrics import Metrics
 from tfsb.errors import FailedPreconditionError, InvalidArgumentError, UnavailableError
 
 
@@ -33,6 +34,9 @@ class FakeServable:
         x = inputs["x"]
         self.batches.append(x.shape[0])
         return {"y": x * 2}
+
+
+METRICS = Metrics()
 
 
 def _concurrent(fn, n):
@@ -63,7 +67,7 @@ def test_batched_servable_wraps_the_runtime():
         fake.closed += 1
 
     fake.close = close
-    sched = BatchScheduler(BatchOptions(max_batch_size=8, batch_timeout_micros=300_000, num_batch_threads=1))
+    sched = BatchScheduler(BatchOptions(max_batch_size=8, batch_timeout_micros=300_000, num_batch_threads=1), METRICS)
     wrapped = BatchedServable(fake, sched)
     assert wrapped.signatures is fake.signatures
     out, errs = _concurrent(lambda i: wrapped.run_signature(FakeSig, {"x": np.full((2, 1), i, np.float32)}, ["y"]), 3)
@@ -74,7 +78,7 @@ def test_batched_servable_wraps_the_runtime():
 
 
 def test_concurrent_requests_are_merged_and_split_back():
-    sched = BatchScheduler(BatchOptions(max_batch_size=16, batch_timeout_micros=200_000, num_batch_threads=1))
+    sched = BatchScheduler(BatchOptions(max_batch_size=16, batch_timeout_micros=200_000, num_batch_threads=1), METRICS)
     fake = FakeServable()
     out, errs = _concurrent(lambda i: sched.run(fake, FakeSig, {"x": np.full((2, 3), i, np.float32)}, ["y"]), 8)
     assert errs == [None] * 8
@@ -84,7 +88,7 @@ def test_concurrent_requests_are_merged_and_split_back():
 
 
 def test_allowed_batch_sizes_pad_and_slice():
-    sched = BatchScheduler(BatchOptions(max_batch_size=8, batch_timeout_micros=0, allowed_batch_sizes=(4, 8)))
+    sched = BatchScheduler(BatchOptions(max_batch_size=8, batch_timeout_micros=0, allowed_batch_sizes=(4, 8)), METRICS)
     fake = FakeServable()
     out = sched.run(fake, FakeSig, {"x": np.arange(3, dtype=np.float32)[:, None]}, ["y"])
     assert fake.batches == [4] and out["y"].shape == (3, 1)
@@ -94,7 +98,7 @@ def test_allowed_batch_sizes_pad_and_slice():
 def test_variable_length_inputs_need_padding_enabled():
     def run(pad):
         sched = BatchScheduler(BatchOptions(max_batch_size=8, batch_timeout_micros=300_000, num_batch_threads=1,
-                                            pad_variable_length_inputs=pad))
+                                            pad_variable_length_inputs=pad), METRICS)
         fake = FakeServable()
         out, errs = _concurrent(lambda i: sched.run(fake, FakeSig, {"x": np.ones((1, 2 + i), np.float32)}, ["y"]), 2)
         return out, errs, fake
@@ -107,7 +111,7 @@ def test_variable_length_inputs_need_padding_enabled():
 
 
 def test_task_larger_than_max_batch_and_input_checks():
-    sched = BatchScheduler(BatchOptions(max_batch_size=4))
+    sched = BatchScheduler(BatchOptions(max_batch_size=4), METRICS)
     fake = FakeServable()
     with pytest.raises(InvalidArgumentError, match="Task size 5 is larger than maximum input batch size 4"):
         sched.run(fake, FakeSig, {"x": np.ones((5, 1), np.float32)}, ["y"])
@@ -123,7 +127,7 @@ def fake_started(sched) -> bool:
 
 def test_full_queue_answers_unavailable():
     gate = threading.Event()
-    sched = BatchScheduler(BatchOptions(max_batch_size=1, max_enqueued_batches=2, num_batch_threads=1))
+    sched = BatchScheduler(BatchOptions(max_batch_size=1, max_enqueued_batches=2, num_batch_threads=1), METRICS)
     fake = FakeServable(gate)
     threads = [threading.Thread(target=lambda: sched.run(fake, FakeSig, {"x": np.ones((1, 1))}, ["y"]))
                for _ in range(3)]

@@ -239,10 +239,11 @@ def test_dashboard_in_a_real_browser(ext, tmp_path):
 
 def test_history_turns_cumulative_metrics_into_rates_and_percentiles():
     """Two samples 2 s apart around 10 requests of 1 ms on v1 (label stable) and 10 of 10 ms on v2 (canary)."""
-    from tfsb.server import metrics
     from tfsb.server.history import History
+    from tfsb.server.metrics import Metrics
 
-    h = History(period_s=2.0, keep=5)
+    metrics = Metrics()
+    h = History(metrics, period_s=2.0, keep=5)
     h.sample(now=1000.0)
     for _ in range(10):
         metrics.version_request("history-test", 1, "stable", 0.001)

@@ -566,7 +566,6 @@ def test_platform_config_errors_follow_tf_serving(tmp_path):
 
 def test_the_runtime_label_names_what_ran_the_model(zoo, tmp_path):
     """TF Serving's runtime_latency metric says which runtime served a request: a TFLite version is not "TF1"."""
-    from tfsb.server import metrics
     from tests.inprocess import InProcessServer
 
     base, _ = zoo
@@ -578,7 +577,7 @@ def test_the_runtime_label_names_what_ran_the_model(zoo, tmp_path):
         with GrpcClient(srv.grpc_target, retries=0) as g:
             g.predict("mlp_lite", {"x": np.ones((1, 10), np.float32)})
             g.predict("linear", {"x": np.ones((1, 1), np.float32)})
-        runtimes = {(s.labels["model_name"], s.labels["runtime"]) for fam in metrics.REGISTRY.collect()
+        runtimes = {(s.labels["model_name"], s.labels["runtime"]) for fam in srv.server.core.metrics.collect()
                     if fam.name == ":tensorflow:serving:runtime_latency" for s in fam.samples
                     if s.name.endswith("_count") and s.value > 0}
         assert ("mlp_lite", "TFLite") in runtimes and ("linear", "TF1") in runtimes

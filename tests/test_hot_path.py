@@ -12,8 +12,9 @@ from tensorflow.core.protobuf import meta_graph_pb2
 
 from tfsb.server import platform
 from tfsb.server.admission import MemoryBudget
-from tfsb.server.core import Core
+from tfsb.server.core import Core, Inference
 from tfsb.server.flags import parse_flags
+from tfsb.server.metrics import Metrics
 from tfsb.server.rest import INLINE_MAX_COST_S, _Costs
 from tfsb.server.rest_routes import RestHandler
 from tfsb.server.runtime import Signature
@@ -80,7 +81,7 @@ class _Registry:
 
 def test_rest_predict_resolves_the_version_once():
     registry = _Registry()
-    core = Core(registry, budget=MemoryBudget(0))
+    core = Core(registry, Inference(Metrics()), budget=MemoryBudget(0))
     handler = RestHandler(SimpleNamespace(core=core, registry=registry))
     status, body, *_ = handler.process("POST", "/v1/models/m:predict", b'{"instances": [1.5, 2.5]}')
     assert status == 200, body
@@ -90,7 +91,8 @@ def test_rest_predict_resolves_the_version_once():
 
 def test_rest_missing_signature_keeps_tf_servings_rest_wording():
     registry = _Registry()
-    handler = RestHandler(SimpleNamespace(core=Core(registry, budget=MemoryBudget(0)), registry=registry))
+    core = Core(registry, Inference(Metrics()), budget=MemoryBudget(0))
+    handler = RestHandler(SimpleNamespace(core=core, registry=registry))
     status, body, *_ = handler.process("POST", "/v1/models/m:predict",
                                        b'{"signature_name": "nope", "instances": [1.0]}')
     assert status == 400
@@ -111,7 +113,7 @@ def test_grpc_predict_and_metadata_resolve_the_version_once():
             raise AssertionError(f"aborted: {code} {details}")
 
     registry = _Registry()
-    servicer = PredictionServicer(Core(registry, budget=MemoryBudget(0)))
+    servicer = PredictionServicer(Core(registry, Inference(Metrics()), budget=MemoryBudget(0)))
     req = predict_pb2.PredictRequest()
     req.model_spec.name = "m"
     tensor_proto.from_numpy(np.array([1.5, 2.5], np.float32), into=req.inputs["x"])

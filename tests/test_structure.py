@@ -86,3 +86,33 @@ def test_every_flag_marked_supported_is_read_outside_the_flag_table():
     unread = [f.name for f in FLAGS if f.supported is True
               and not any(re.search(rf"\.{f.name}\b", text) for text in sources)]
     assert unread == []
+
+
+def test_metrics_are_one_object_built_at_start_up():
+    """No metric lives in a module global and nothing reads the environment at import: `server.build` makes
+    one `Metrics` and hands it to the parts that record and read."""
+    tree = ast.parse((SRC / "server" / "metrics.py").read_text())
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Call):
+            assert getattr(node.value.func, "id", "") not in ("Counter", "Gauge", "Histogram", "CollectorRegistry")
+    assert "environ" not in (SRC / "server" / "metrics.py").read_text()
+    for path in sorted((SRC / "server").rglob("*.py")):
+        assert "from tfsb.server import metrics" not in path.read_text(), f"{path.name} uses module-level metrics"
+    builds = [p.name for p in (SRC / "server").rglob("*.py") if "Metrics(" in p.read_text()]
+    assert builds == ["server.py"], f"Metrics built outside server.build: {builds}"
+
+
+def test_two_metrics_objects_share_nothing():
+    from tfsb.server.metrics import Metrics
+
+    a, b = Metrics(), Metrics()
+    a.request("m", "Predict", "GRPC", "OK", 0.001)
+    a.in_flight("REST").inc()
+
+    def count(m):
+        return sum(s.value for fam in m.collect() if fam.name == ":tensorflow:serving:request_count"
+                   for s in fam.samples if s.name.endswith("_total"))
+
+    assert count(a) == 1 and count(b) == 0
+    a.forget_model("m")
+    assert count(a) == 0

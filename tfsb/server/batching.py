@@ -18,8 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tfsb.server import metrics
 from tfsb.errors import FailedPreconditionError, InvalidArgumentError, ServingError, UnavailableError
+from tfsb.server.metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,9 @@ class BatchScheduler:
     """Leader/follower scheduling: the requests' own threads run the batches (at most `num_batch_threads`
     at once), so no batch costs a thread hand-off; a request whose rows another thread took just waits."""
 
-    def __init__(self, opts: BatchOptions):
+    def __init__(self, opts: BatchOptions, metrics: Metrics):
         self.opts = opts
+        self.metrics = metrics
         self._cond = threading.Condition()
         self._queues: dict[tuple, _Queue] = {}
         self._order: deque[tuple] = deque()
@@ -176,13 +177,13 @@ class BatchScheduler:
     def _execute(self, q: _Queue, batch: list[_Task]) -> None:
         now = time.monotonic()
         for t in batch:
-            metrics.batch_queuing(self.opts.thread_pool_name, now - t.enqueued)
+            self.metrics.batch_queuing(self.opts.thread_pool_name, now - t.enqueued)
         try:
             total = sum(t.rows for t in batch)
             padded = next((s for s in self.opts.allowed_batch_sizes if s >= total), total)
             merged = self._merge(batch, padded - total)
             out = q.servable.run_signature(q.sig, merged, q.outputs)
-            metrics.batch_sizes(total, padded)
+            self.metrics.batch_sizes(total, padded)
             offset = 0
             for name, arr in out.items():
                 if arr.ndim == 0:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from tfsb.server import metrics
+from tfsb.server.metrics import Metrics
 from tfsb.wire.tensor_proto import signature_summary
 from tfsb.server.openapi import loaded_signatures
 
@@ -17,7 +17,7 @@ def _without_paths(message: str, version_path: str) -> str:
     return message.replace(version_path, "<version dir>").replace(base, "<base path>") if base else message
 
 
-def model_list(registry) -> dict:
+def model_list(registry, metrics: Metrics) -> dict:
     """Models, versions, states, labels and signatures: what an operator needs, and no host paths (the REST
     port may be reachable by people who should not learn the server's filesystem layout)."""
     counts = metrics.per_version()

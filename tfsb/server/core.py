@@ -17,7 +17,7 @@ import numpy as np
 from tensorflow_serving.apis import (classification_pb2, get_model_status_pb2, inference_pb2, input_pb2,
                                      regression_pb2)
 
-from tfsb.server import metrics
+from tfsb.server.metrics import Metrics
 from tfsb.server.admission import UNLIMITED, MemoryBudget
 from tfsb.errors import (FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError,
                             ServingError, UnimplementedError)
@@ -60,7 +60,8 @@ class Inference:
     """The work on one loaded servable: signature checks, the model call, result building. No lookups, so
     the loader's warmup replay uses it on a version that is not AVAILABLE yet, and `Core` on resolved ones."""
 
-    def __init__(self, *, method_name_check: bool = False):
+    def __init__(self, metrics: Metrics, *, method_name_check: bool = False):
+        self.metrics = metrics
         self.method_name_check = method_name_check
 
     def predict_on(self, servable: SavedModelServable, version: int, spec: Spec,
@@ -86,9 +87,9 @@ class Inference:
         t0 = time.perf_counter()
         result = servable.run_signature(sig, dict(feeds), outputs)
         took = time.perf_counter() - t0
-        metrics.runtime_latency(spec.name, api, servable.RUNTIME, took)
+        self.metrics.runtime_latency(spec.name, api, servable.RUNTIME, took)
         if api != WARMUP_API:  # replayed warmup records are not traffic
-            metrics.version_request(spec.name, version, spec.label, took)
+            self.metrics.version_request(spec.name, version, spec.label, took)
         return Prediction(spec.name, version, spec.signature, result)
 
     @staticmethod
@@ -234,7 +235,7 @@ class Inference:
         examples = self.serialize_input(inp)
         t0 = time.perf_counter()
         by_name = self._run_examples(servable, [(sig, inp_alias, outs)], examples)
-        metrics.runtime_latency(spec.name, kind.capitalize(), servable.RUNTIME, time.perf_counter() - t0)
+        self.metrics.runtime_latency(spec.name, kind.capitalize(), servable.RUNTIME, time.perf_counter() - t0)
         out = {o: by_name[sig.outputs[o].name] for o in outs}
         build = self._classification_result if kind == "classify" else self._regression_result
         return build(out, len(examples))
@@ -263,7 +264,7 @@ class Inference:
         examples = self.serialize_input(request.input)
         t0 = time.perf_counter()
         by_name = self._run_examples(servable, [(s, i, o) for s, i, o, _ in plan], examples)
-        metrics.runtime_latency(name, "MultiInference", servable.RUNTIME, time.perf_counter() - t0)
+        self.metrics.runtime_latency(name, "MultiInference", servable.RUNTIME, time.perf_counter() - t0)
         resp = inference_pb2.MultiInferenceResponse()
         for t, (sig, _, outs, method) in zip(tasks, plan):
             res = resp.results.add()
@@ -282,10 +283,10 @@ class Core:
     """What the transports call: resolve the servable a request names (one lookup per request, held until
     the answer is built), then run the request through `Inference` on it."""
 
-    def __init__(self, registry: ModelRegistry, *, inference: Inference | None = None,
-                 budget: MemoryBudget = UNLIMITED):
+    def __init__(self, registry: ModelRegistry, inference: Inference, *, budget: MemoryBudget = UNLIMITED):
         self.registry = registry
-        self.inference = inference if inference is not None else Inference()
+        self.inference = inference
+        self.metrics = inference.metrics
         self.budget = budget  # request memory in flight, shared by every transport
 
     def metric_model_name(self, name: str) -> str:

@@ -28,12 +28,13 @@ class Extensions:
     def __init__(self, registry, history: History):
         self.registry = registry
         self.history = history
+        self.metrics = history.metrics
 
     def get(self, path: str) -> tuple[int, bytes, bytes]:
         """(HTTP status, body, content type) for a GET under /api/ or /dashboard."""
         route = path.split("?", 1)[0]
         if route == "/api/models":
-            return 200, orjson.dumps(catalog.model_list(self.registry)), _JSON
+            return 200, orjson.dumps(catalog.model_list(self.registry, self.metrics)), _JSON
         if route == "/api/history":
             return 200, orjson.dumps(self.history.series()), _JSON
         if route == "/api/openapi.json":

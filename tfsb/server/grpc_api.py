@@ -16,7 +16,6 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      inference_pb2, model_management_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
-from tfsb.server import metrics
 from tfsb.server.admission import MemoryBudget, Reservation
 from tfsb.server.core import Core
 from tfsb.errors import (Code, FailedPreconditionError, InternalError, InvalidArgumentError,
@@ -29,7 +28,6 @@ log = logging.getLogger("tfsb.server.grpc")
 
 MAX_MESSAGE = 2**31 - 1
 _MAX_ERROR_LEN = 1024
-_IN_FLIGHT = metrics.IN_FLIGHT.labels("GRPC")
 
 
 def _abort(context: grpc.ServicerContext, err: ServingError) -> None:
@@ -119,7 +117,7 @@ def _rpc(api: str, count: bool = True) -> Callable:
             t0 = time.perf_counter()
             request = sized.request if isinstance(sized, _Sized) else sized
             model = self.core.metric_model_name(_model_name(request)) if request is not None else ""
-            _IN_FLIGHT.inc()
+            self.in_flight.inc()
             held = None
             try:
                 if isinstance(sized, _Sized):
@@ -129,19 +127,19 @@ def _rpc(api: str, count: bool = True) -> Callable:
                 resp = fn(self, request, context, held)
             except ServingError as e:
                 if count:
-                    metrics.request(model, api, "GRPC", e.code.name, None)
+                    self.metrics.request(model, api, "GRPC", e.code.name, None)
                 _abort(context, e)
             except Exception as e:  # noqa: BLE001 - never let a bug kill the connection silently
                 log.exception("%s failed", api)
                 if count:
-                    metrics.request(model, api, "GRPC", "INTERNAL", None)
+                    self.metrics.request(model, api, "GRPC", "INTERNAL", None)
                 _abort(context, InternalError(f"{type(e).__name__}: {e}"))
             finally:
-                _IN_FLIGHT.dec()
+                self.in_flight.dec()
                 if held is not None:
                     held.release()
             if count:
-                metrics.request(model, api, "GRPC", "OK", time.perf_counter() - t0)
+                self.metrics.request(model, api, "GRPC", "OK", time.perf_counter() - t0)
             return resp
 
         return handler
@@ -205,6 +203,7 @@ def _fill_spec(dst, name: str, version: int, signature_name: str | None = None) 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, core: Core, *, tensor_content: bool = False):
         self.core = core
+        self.metrics, self.in_flight = core.metrics, core.metrics.in_flight("GRPC")
         self.tensor_content = tensor_content
 
     @_rpc("Predict")
@@ -260,6 +259,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, core: Core, registry: ModelRegistry, *, reload_api: str = "enabled",
                  reload_wait_s: float = 60.0, on_reloaded: Callable | None = None):
         self.core = core
+        self.metrics, self.in_flight = core.metrics, core.metrics.in_flight("GRPC")
         self.registry = registry
         self.reload_api = reload_api
         self.reload_wait_s = reload_wait_s

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import deque
 
-from tfsb.server import metrics
+from tfsb.server.metrics import Metrics
 
 PERIOD_S = 2.0
 KEEP = 150  # points: five minutes at the default period
@@ -20,7 +20,7 @@ _Reading = dict[tuple[str, str, str], tuple[float, list[tuple[float, float]]]]  
 #                                                                                (count, [(le, cumulative)])
 
 
-def _read() -> _Reading:
+def _read(metrics: Metrics) -> _Reading:
     out: dict = {}
     for name, labels, value in metrics.version_samples():
         key = (labels["model_name"], labels["version"], labels["label"])
@@ -52,7 +52,8 @@ def _delta(now: list[tuple[float, float]], before: list[tuple[float, float]]) ->
 class History:
     """A ring of points per model; `series()` is what `GET /api/history` answers."""
 
-    def __init__(self, period_s: float = PERIOD_S, keep: int = KEEP):
+    def __init__(self, metrics: Metrics, period_s: float = PERIOD_S, keep: int = KEEP):
+        self.metrics = metrics
         self.period_s = period_s
         self._points: deque = deque(maxlen=keep)  # (unix time, {model: {"versions": {...}, "labels": {...}}})
         self._last: tuple[float, _Reading] | None = None
@@ -61,7 +62,7 @@ class History:
     def sample(self, now: float | None = None) -> None:
         """Take one point (the sampler thread calls this every period; a test may call it directly)."""
         now = time.time() if now is None else now
-        reading = _read()
+        reading = _read(self.metrics)
         with self._lock:
             last, self._last = self._last, (now, reading)
             if last is None or now <= last[0]:

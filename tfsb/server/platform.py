@@ -14,7 +14,6 @@ import os
 import time
 from dataclasses import dataclass
 
-from tfsb.server import metrics
 from tfsb.server.config import BatchingParameters, parse_platform_config, parse_text_file
 from tfsb.errors import InvalidArgumentError, ServingError
 from tfsb.server.flags import ServerOptions
@@ -124,12 +123,13 @@ class Loader:
     def __init__(self, settings: dict[str, LoadSettings], inference):
         self._settings = settings
         self._inference = inference  # tfsb.server.core.Inference: warmup replays through the request path
+        self._metrics = inference.metrics
         self._shared = {}  # platform -> the global BatchScheduler (not per model)
         for platform, s in settings.items():
             if s.batching is not None and not s.per_model_batching:
                 from tfsb.server.batching import BatchScheduler
 
-                self._shared[platform] = BatchScheduler(s.batching)
+                self._shared[platform] = BatchScheduler(s.batching, self._metrics)
                 log.info("batching on for platform %s: %s", platform, s.batching)
 
     def for_platform(self, platform: str):
@@ -142,9 +142,9 @@ class Loader:
         try:
             servable = self._open(s, path)
         except ServingError:
-            metrics.load(path, False, time.monotonic() - t0)
+            self._metrics.load(path, False, time.monotonic() - t0)
             raise
-        metrics.load(path, True, time.monotonic() - t0)
+        self._metrics.load(path, True, time.monotonic() - t0)
         try:
             servable = self._with_batching(servable, platform, s, path)
             if s.warmup:
@@ -182,6 +182,6 @@ class Loader:
                 from tfsb.server.batching import BatchOptions, BatchScheduler
 
                 p = parse_text_file(per_model, BatchingParameters)
-                scheduler = BatchScheduler(BatchOptions.from_proto(p, s.batching.num_batch_threads))
+                scheduler = BatchScheduler(BatchOptions.from_proto(p, s.batching.num_batch_threads), self._metrics)
                 return BatchedServable(servable, scheduler)
         return servable

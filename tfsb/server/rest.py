@@ -18,7 +18,7 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
-from tfsb.server import extensions, metrics
+from tfsb.server import extensions
 from tfsb.server.history import History
 from tfsb.server.admission import JSON_EXPANSION
 from tfsb.server.config import prometheus_path
@@ -35,7 +35,6 @@ _ORIGIN_RE = re.compile(r"https?://.*", re.IGNORECASE)
 _JSON = (b"content-type", b"application/json")
 _CODE_HEADER = CODE_HEADER.encode()
 _VERSION_HEADER = VERSION_HEADER.encode()
-_IN_FLIGHT = metrics.IN_FLIGHT.labels("REST")
 _CORS = [(b"access-control-allow-origin", b"*"), (b"access-control-allow-methods", b"POST, GET"),
          (b"access-control-allow-headers", b"Content-Type")]
 
@@ -114,6 +113,8 @@ class RestApp:
     def __init__(self, server, monitoring=None):
         opts = server.options
         self.server = server
+        self.metrics = server.core.metrics
+        self.in_flight = self.metrics.in_flight("REST")
         self.handler = RestHandler(server)
         self.budget = server.core.budget
         self.pool = ThreadPoolExecutor(max_workers=max(1, opts.rest_api_num_threads), thread_name_prefix="rest")
@@ -124,7 +125,7 @@ class RestApp:
         self.max_body = max(0, opts.rest_api_max_request_bytes)
         self.extensions = None
         if opts.rest_api_extensions:
-            history = History()
+            history = History(self.metrics)
             history.start(server.lifecycle)
             self.extensions = extensions.Extensions(server.registry, history)
         self.inflight = 0
@@ -155,7 +156,7 @@ class RestApp:
                 await self._send(send, 400, f"Unexpected path: {path}. Should be {self.metrics_path}".encode(),
                                  ctype=b"text/plain", close=unread)
                 return
-            await self._send(send, 200, prometheus_text(), ctype=b"text/plain", close=unread)
+            await self._send(send, 200, prometheus_text(self.metrics), ctype=b"text/plain", close=unread)
             return
         if path in ("/healthz", "/readyz") and method in ("GET", "HEAD"):
             ready = path == "/healthz" or self.server.lifecycle.ready()
@@ -175,11 +176,11 @@ class RestApp:
         if self.max_inflight and self.inflight >= self.max_inflight:
             err = UnavailableError(f"Server is overloaded: {self.inflight} REST requests in flight "
                                    f"(--max_inflight_requests={self.max_inflight}); retry later")
-            metrics.request("", "", "REST", err.code.name, None)
+            self.metrics.request("", "", "REST", err.code.name, None)
             await self._send(send, err.http_status, error_json(err.message), close=unread, code=err.code.name)
             return
         self.inflight += 1
-        _IN_FLIGHT.inc()
+        self.in_flight.inc()
         held = None
         try:
             held = self._admit(headers.get(b"content-length"))
@@ -188,11 +189,11 @@ class RestApp:
                 return
             await self._process(send, method, path, body, headers, held)
         except _Refused as r:
-            metrics.request("", "", "REST", r.err.code.name, None)
+            self.metrics.request("", "", "REST", r.err.code.name, None)
             await self._send(send, r.err.http_status, error_json(r.err.message), close=True, code=r.err.code.name)
         finally:
             self.inflight -= 1
-            _IN_FLIGHT.dec()
+            self.in_flight.dec()
             if held is not None:
                 held.release()
 
@@ -265,8 +266,8 @@ class RestApp:
         if not gzipped and len(body) <= INLINE_MAX_BODY and self._costs.cheap(path):
             # Small and recently fast: answering here costs less than the two thread hand-offs of the pool.
             answer = self._timed_run(method, path, body, gzipped, held, None)
-            metrics.request(self.server.core.metric_model_name(answer.model), answer.api, "REST", answer.code,
-                            time.perf_counter() - t0)
+            self.metrics.request(self.server.core.metric_model_name(answer.model), answer.api, "REST", answer.code,
+                                 time.perf_counter() - t0)
             await self._send(send, answer.status, answer.body, code=answer.code, version=answer.version)
             return
         fut = loop.run_in_executor(self.pool, self._timed_run, method, path, body, gzipped, held, deadline)
@@ -282,8 +283,8 @@ class RestApp:
                                                    "shutdown grace period (--shutdown_grace_period_seconds)"))
         finally:
             self._running.discard(fut)
-        metrics.request(self.server.core.metric_model_name(answer.model), answer.api, "REST", answer.code,
-                        time.perf_counter() - t0)
+        self.metrics.request(self.server.core.metric_model_name(answer.model), answer.api, "REST", answer.code,
+                             time.perf_counter() - t0)
         await self._send(send, answer.status, answer.body, code=answer.code, version=answer.version)
 
     async def _send(self, send, status: int, body: bytes, ctype: bytes | None = _JSON[1], close: bool = False,

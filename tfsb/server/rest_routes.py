@@ -14,7 +14,7 @@ from urllib.parse import unquote_to_bytes
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from tfsb.server import metrics
+from tfsb.server.metrics import Metrics
 from tfsb.errors import InternalError, InvalidArgumentError, ServingError
 from tfsb.wire import json_example, json_parse, json_request, json_response
 from tfsb.wire.json_text import error_json
@@ -163,7 +163,7 @@ class RestHandler:
                 f'{json_format.MessageToJson(sdm, **opts)}}}\n}}\n').encode()
 
 
-def prometheus_text() -> bytes:
+def prometheus_text(metrics: Metrics) -> bytes:
     """TF Serving's exposition (`util/prometheus_exporter.cc`): `# TYPE` lines, no HELP, counters without the
     `_total` suffix prometheus-client adds, no `_created` samples."""
     lines = []

@@ -5,16 +5,18 @@ requests before unloading."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 
-from tfsb.server import metrics, workers
+from tfsb.server import workers
 from tfsb.server.admission import MemoryBudget
 from tfsb.server.config import ModelServerConfig, MonitoringConfig, parse_text_file, single_model_config
 from tfsb.server.core import Core, Inference
 from tfsb.errors import InvalidArgumentError, ServingError
 from tfsb.server.flags import ServerOptions, unsupported_settings
 from tfsb.server.lifecycle import Lifecycle
+from tfsb.server.metrics import Metrics
 from tfsb.server.platform import Loader, load_settings
 from tfsb.server.ports import check_ports, host_port
 from tfsb.server.registry import ModelRegistry
@@ -135,7 +137,9 @@ def build(opts: ServerOptions) -> Server:
     platform loader, whose warmup replays through the same `Inference` the core serves with; version events
     feed the metrics and the lifecycle's readiness listeners."""
     settings = load_settings(opts)
-    inference = Inference(method_name_check=opts.enable_signature_method_name_check)
+    # --num_server_processes: the supervisor gave each worker the directory every worker's samples go to
+    metrics = Metrics(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    inference = Inference(metrics, method_name_check=opts.enable_signature_method_name_check)
     interval = opts.load_retry_interval_micros / 1e6
 
     def on_event(model: str, rec: VersionRecord) -> None:  # only after apply(), when `lifecycle` exists
@@ -148,7 +152,7 @@ def build(opts: ServerOptions) -> Server:
                              allow_unavailable_labels=opts.allow_version_labels_for_unavailable_models,
                              on_event=on_event, on_removed=metrics.forget_model, platforms=frozenset(settings))
     lifecycle = Lifecycle(models_available=registry.all_models_available)
-    core = Core(registry, inference=inference, budget=MemoryBudget(opts.request_memory_budget_bytes))
+    core = Core(registry, inference, budget=MemoryBudget(opts.request_memory_budget_bytes))
     return Server(opts, registry, core, lifecycle)
 
 

@@ -9,7 +9,6 @@ import time
 
 from tensorflow_serving.apis import prediction_log_pb2
 
-from tfsb.server import metrics
 from tfsb.server.core import WARMUP_API, Inference
 from tfsb.errors import DataLossError, InvalidArgumentError, ServingError, UnimplementedError
 from tfsb.server.runtime import SavedModelServable, tf
@@ -49,9 +48,9 @@ def run_warmup(inference: Inference, servable: SavedModelServable, version: int,
             if n > MAX_RECORDS:
                 raise InvalidArgumentError(f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}")
     except ServingError as e:
-        metrics.warmup(version_dir, e.code.name, time.monotonic() - t0, n)
+        inference.metrics.warmup(version_dir, e.code.name, time.monotonic() - t0, n)
         raise
-    metrics.warmup(version_dir, "OK", time.monotonic() - t0, n)
+    inference.metrics.warmup(version_dir, "OK", time.monotonic() - t0, n)
     return n
 
 
