@@ -114,11 +114,11 @@ docker-bootstrap: $(STAMP) ## install/start a Docker engine + Compose v2 and bui
 # TFS_IMAGE=tensorflow/serving:2.21.0 where that image is present) under the whole integration suite and the
 # container tests (rollover in the mounted volume, label switch by reload, docker stop drain, restart policy).
 CONTAINER_IMAGE ?= $(EMBEDDED_IMAGE)
-test-docker: docker-bootstrap ## run the integration suite and the container tier against the compose stack
+test-docker: docker-bootstrap ## run the process tier and the container tier against the compose stack
 	TFS_IMAGE=$(CONTAINER_IMAGE) $(PY) -m tests.container.stack up
 	@set -a; . $(RUN)/container.env; set +a; \
 	echo "== integration suite against the compose service ($$TFS_IMAGE)"; \
-	$(PY) -m pytest -q -p no:cacheprovider -m integration tests --ignore=tests/container $(PYTEST_ARGS); rc1=$$?; \
+	$(PY) -m pytest -q -p no:cacheprovider -m process tests --ignore=tests/container $(PYTEST_ARGS); rc1=$$?; \
 	echo "== container tier"; \
 	$(PY) -m pytest -q -p no:cacheprovider tests/container $(PYTEST_ARGS); rc2=$$?; \
 	$(PY) -m tests.container.stack down >/dev/null; \
@@ -131,11 +131,20 @@ browser-tools: ## Debian's chromium for the dashboard's browser test (the test s
 	    || echo "could not install chromium: the browser test will be skipped"; \
 	  else echo "no apt-get: install chromium to run the browser test"; fi; }
 
-test: $(STAMP) browser-tools ## run the whole test suite (unit + integration against a real server process)
+test: $(STAMP) browser-tools ## run the whole test suite: the unit, inprocess, process and hostile tiers
 	$(PY) -m pytest -q --ignore=tests/container $(PYTEST_ARGS)
 
-test-unit: $(STAMP) ## unit tests only
-	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
+# One tier each (tests/conftest.py marks every test by what it uses).
+TIER = $(PY) -m pytest -q --ignore=tests/container $(PYTEST_ARGS) -m
+.PHONY: test-inprocess test-process test-hostile
+test-unit: $(STAMP) ## the unit tier: no server (seconds to a few minutes)
+	$(TIER) unit
+test-inprocess: $(STAMP) browser-tools ## the inprocess tier: the server or a CLI in the test's own interpreter
+	$(TIER) inprocess
+test-process: $(STAMP) ## the process tier: the server as a process on loopback ports
+	$(TIER) process
+test-hostile: $(STAMP) ## the hostile tier: attacks on a live server
+	$(TIER) hostile
 
 bench-tools: ## install the native load generators (Debian's wrk and nghttp2-client's h2load) when missing
 	@command -v wrk >/dev/null && command -v h2load >/dev/null || { \

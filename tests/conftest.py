@@ -66,7 +66,7 @@ def render_models_config(base) -> str:
 @pytest.fixture(scope="session")
 def demo_server(zoo, tmp_path_factory):
     """The demo zoo served from the checked-in models.config, like `make serve`; or TFS_GRPC/TFS_REST."""
-    from tests.server_util import ServerProcess, external_target
+    from tests.server_util import external_target, serving
 
     ext = external_target()
     if ext:
@@ -75,28 +75,72 @@ def demo_server(zoo, tmp_path_factory):
     base, _ = zoo
     cfg = tmp_path_factory.mktemp("cfg") / "models.config"
     cfg.write_text(render_models_config(base))
-    srv = ServerProcess([f"--model_config_file={cfg}", "--allow_version_labels_for_unavailable_models",
-                         "--file_system_poll_wait_seconds=1", "--enable_grpc_healthcheck_service",
-                         "--prefer_tflite_model=true"])
-    srv.external = False
-    try:
-        yield srv.wait_ready()
-    finally:
-        srv.stop()
+    with serving([f"--model_config_file={cfg}", "--allow_version_labels_for_unavailable_models",
+                  "--file_system_poll_wait_seconds=1", "--enable_grpc_healthcheck_service",
+                  "--prefer_tflite_model=true"]) as srv:
+        srv.external = False
+        yield srv
 
+
+# ---------------------------------------------------------------------------------------------- tiers
+# Each test gets exactly one tier marker, from what it (or any fixture it uses) does, so a marker cannot
+# drift from the test: `container` (the compose stack), `hostile` (attacks on a live server), `process`
+# (starts the server as a process: `ServerProcess`, `python -m tfsb.server`, `demo_server`), `inprocess`
+# (the server or a CLI in this interpreter), `unit` (none of these). `make test-<tier>` runs one.
+TIERS = ("unit", "inprocess", "process", "hostile", "container")
+_PROCESS_CALLS = {"ServerProcess", "serving"}
+_INPROCESS_CALLS = {"InProcessServer", "build_and_start", "run_main", "run_command", "run_python"}
+
+
+def _uses(func) -> set[str]:
+    """What a test or fixture function calls (names), plus "tfsb.server" when it runs `python -m tfsb.server`."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    except (OSError, TypeError, SyntaxError):
+        return set()
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            out.add(f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else "")
+        elif isinstance(node, ast.Constant) and node.value == "tfsb.server":
+            out.add("tfsb.server")
+    return out
+
+
+def tier_of(item) -> str:
+    path = Path(str(item.fspath))
+    if "container" in path.parts:
+        return "container"
+    if path.name == "test_hostile.py":
+        return "hostile"
+    uses = _uses(getattr(item, "function", None))
+    for name in item.fixturenames:
+        for d in item._fixtureinfo.name2fixturedefs.get(name, ()):
+            uses |= _uses(d.func)
+    if "demo_server" in item.fixturenames or uses & (_PROCESS_CALLS | {"tfsb.server"}):
+        return "process"
+    if uses & _INPROCESS_CALLS:
+        return "inprocess"
+    return "unit"
 
 
 def pytest_collection_modifyitems(config, items):
-    """Against an external server (TFS_GRPC: the compose stack or a tensorflow/serving container) only the
-    integration tests that talk to that server run; those that start a server process of their own would
-    only repeat what `make test` already ran."""
+    """Tier markers on every test; against an external server (TFS_GRPC: the compose stack or a
+    tensorflow/serving container) only the process-tier tests that talk to that server run (those that
+    start a server process of their own would only repeat what `make test` already ran)."""
+    for item in items:
+        item.add_marker(getattr(pytest.mark, tier_of(item)))
     if not os.environ.get("TFS_GRPC"):
         return
     keep, drop = [], []
     for item in items:
-        own_server = item.get_closest_marker("integration") and "demo_server" not in item.fixturenames \
-            and "stack" not in item.fixturenames
-        (drop if own_server else keep).append(item)
+        talks_to_it = "demo_server" in item.fixturenames or "stack" in item.fixturenames
+        (keep if talks_to_it else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

@@ -6,6 +6,7 @@ control the model directory are skipped then."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import grpc
 
@@ -51,15 +53,34 @@ class Endpoints:
         return f"http://127.0.0.1:{self.rest_port}"
 
 
+# what the server prints when a port it was given is taken (ports.check_ports, the REST server's bind)
+_PORT_TAKEN = ("Failed to BuildAndStart gRPC server", "Failed to start HTTP Server at")
+
+
 class ServerProcess(Endpoints):
+    """The server as a process on free loopback ports. A free port is only free until someone binds it: when
+    the server exits because one of its ports was taken meanwhile, `wait_ready` starts it again on new ones."""
+
     def __init__(self, args: list[str], *, rest: bool = True, env: dict[str, str] | None = None,
                  credentials: grpc.ChannelCredentials | None = None):
         """`credentials`: how to reach a TLS gRPC port (--ssl_config_file) when waiting for readiness."""
         super().__init__(args, rest, credentials)
+        self._given = (args, rest)
+        self._env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
+        self._start()
+
+    def _start(self) -> None:
         self._log = tempfile.NamedTemporaryFile("w+", prefix="serving-", suffix=".log", delete=False)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-        self.proc = subprocess.Popen([sys.executable, "-m", "tfsb.server", *self.args], cwd=REPO, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "tfsb.server", *self.args], cwd=REPO, env=self._env,
                                      stdout=self._log, stderr=subprocess.STDOUT)
+
+    def _restart_on_new_ports(self) -> bool:
+        """After an exit because a port was taken by someone else: new ports, a new process."""
+        if self.proc.returncode != 255 or not any(m in self.log_text() for m in _PORT_TAKEN):
+            return False
+        Endpoints.__init__(self, *self._given, self.credentials)
+        self._start()
+        return True
 
     def log_text(self) -> str:
         return Path(self._log.name).read_text(errors="replace")
@@ -70,8 +91,12 @@ class ServerProcess(Endpoints):
     def wait_ready(self, timeout: float = 180.0) -> "ServerProcess":
         """Ready = the gRPC port accepts connections, which TF Serving's ordering makes mean 'loaded'."""
         deadline = time.monotonic() + timeout
+        restarts = 3
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if restarts and self._restart_on_new_ports():
+                    restarts -= 1
+                    continue
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")
             channel = grpc.insecure_channel(self.grpc_target) if self.credentials is None else \
                 grpc.secure_channel(self.grpc_target, self.credentials,
@@ -93,6 +118,17 @@ class ServerProcess(Endpoints):
                 self.proc.kill()
                 self.proc.wait(10)
         return self.proc.returncode
+
+
+@contextlib.contextmanager
+def serving(args: list[str], **kw) -> Iterator[ServerProcess]:
+    """A ready server process for the block (`ServerProcess` arguments), stopped after it whatever the
+    block raised: the start/wait/yield/stop every process-tier fixture needs."""
+    srv = ServerProcess(args, **kw)
+    try:
+        yield srv.wait_ready()
+    finally:
+        srv.stop()
 
 
 def watch_statuses(watch) -> list:

@@ -149,7 +149,6 @@ def test_allowed_sizes_must_end_at_max():
         BatchOptions(max_batch_size=8, allowed_batch_sizes=(2, 4)).validate()
 
 
-@pytest.mark.integration
 def test_live_server_batches_and_reports_it(zoo, tmp_path, demo_server):
     if getattr(demo_server, "external", False):
         pytest.skip("needs its own flags")

@@ -16,7 +16,6 @@ from tfsb.export.publish import read_warmup
 from tests.byom_models import FOREIGN
 from tests.inprocess import InProcessServer, run_main
 
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ import requests
 from tests.inprocess import InProcessServer
 
 
-pytestmark = pytest.mark.integration
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 

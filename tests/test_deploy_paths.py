@@ -17,7 +17,6 @@ from tests.inprocess import InProcessServer
 from tests.server_util import wait_for
 from tests.test_grpc_integration import predict_request
 
-pytestmark = pytest.mark.integration
 X10 = np.ones((1, 10), np.float32)
 MODELS = ("plain", "gitsync", "kubelet")
 

@@ -215,7 +215,6 @@ def test_compose_file_is_valid_for_docker_compose_including_the_gpu_profile():
     assert {p["host_ip"] for s in services.values() for p in s["ports"]} == {"127.0.0.1"}
 
 
-@pytest.mark.integration
 def test_make_serve_auto_falls_back_to_embedded_without_engine_or_image(zoo, tmp_path):
     base, _ = zoo
     run_dir = tmp_path / "run"
@@ -255,7 +254,6 @@ def test_make_serve_auto_falls_back_to_embedded_without_engine_or_image(zoo, tmp
     wait_for(refused, timeout=60, what="the server to be gone after make stop")
 
 
-@pytest.mark.integration
 def test_make_serve_serves_only_your_own_models(tmp_path):
     """No demo model under MODELS: `make serve` generates the config from the model directories."""
     import requests

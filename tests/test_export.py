@@ -265,7 +265,6 @@ def test_make_clean_keeps_published_models(tmp_path):
     assert r.returncode == 0 and not models.exists()
 
 
-@pytest.mark.integration
 def test_publish_your_own_keras_export_and_serve_it(tmp_path):
     """Keras 3 `model.export` output → `python -m tfsb.export.byom publish` → served, same numbers as Keras."""
     from tfsb.client import GrpcClient, RestClient

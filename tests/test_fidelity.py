@@ -30,10 +30,9 @@ from tfsb.errors import InvalidArgumentError, NotFoundError
 from tfsb.server.flags import parse_flags
 from tests.conftest import REPO
 from tests.inprocess import InProcessServer, run_main
-from tests.server_util import ServerProcess, free_port, listening_ports, wait_for
+from tests.server_util import ServerProcess, free_port, listening_ports, serving, wait_for
 from tests.tflite_models import write_half_plus_two
 
-pytestmark = pytest.mark.integration
 
 LAYOUTS = ("table", "metadata", "bare")
 
@@ -75,14 +74,10 @@ def lite(zoo, tmp_path_factory):
     models["tft"] = _tf_text_model(root / "tft")
     cfg = root / "models.config"
     cfg.write_text(_config(models, all_versions=("mlp",)))
-    srv = ServerProcess([f"--model_config_file={cfg}", "--prefer_tflite_model=true", "--num_tflite_pools=2",
-                         "--num_tflite_interpreters_per_pool=2", "--file_system_poll_wait_seconds=1"])
-    try:
-        srv.wait_ready()
+    with serving([f"--model_config_file={cfg}", "--prefer_tflite_model=true", "--num_tflite_pools=2",
+                  "--num_tflite_interpreters_per_pool=2", "--file_system_poll_wait_seconds=1"]) as srv:
         srv.root, srv.trained = root, trained
         yield srv
-    finally:
-        srv.stop()
 
 
 # ---------------------------------------------------------------------------------------------- parse errors

@@ -173,7 +173,6 @@ def test_error_mapping_table():
     assert str(ServingError("boom", Code.INTERNAL)) == "INTERNAL: boom"
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("which", ["grpc", "rest"])
 def test_a_port_in_use_fails_fast_with_exit_255_and_no_traceback(zoo, which):
     import socket

@@ -22,7 +22,6 @@ from tfsb.wire import tensor_proto
 from tests.inprocess import InProcessServer
 from tests.server_util import ServerProcess, wait_for
 
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

@@ -30,10 +30,9 @@ from tensorflow_serving.apis import (model_management_pb2, model_service_pb2_grp
                                      prediction_service_pb2_grpc)
 from tensorflow_serving.config import model_server_config_pb2
 
-from tests.server_util import REPO, ServerProcess, listening, wait_for
+from tests.server_util import REPO, ServerProcess, listening, serving, wait_for
 from tests.test_grpc_integration import _status, predict_request
 
-pytestmark = pytest.mark.integration
 
 X = np.array([[1.0], [2.0]], np.float32)
 RSS_MARGIN_KB = 512 * 1024
@@ -72,11 +71,19 @@ class Probe:
             cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
         assert self.proc.stdout.readline().strip() == "ready"
-        time.sleep(0.3)  # a few answers before the attack starts
+        self.rounds(2)  # a few answers before the attack starts
         return self
 
+    def rounds(self, n: int) -> None:
+        """Wait until the probe has finished `n` more rounds (one gRPC and one REST predict each)."""
+        for _ in range(n):
+            line = self.proc.stdout.readline()
+            while line and not line.startswith("round "):
+                line = self.proc.stdout.readline()
+            assert line, "the probe ended early"
+
     def __exit__(self, *exc):
-        time.sleep(0.3)  # and a few after it
+        self.rounds(2)  # and a few after it
         out, _ = self.proc.communicate("", timeout=30)
         self.summary = json.loads(out.strip().splitlines()[-1])
         self.peak_kb = _hwm_kb(self.srv.proc.pid) if self.srv.proc.poll() is None else 0
@@ -118,15 +125,12 @@ def hostile(zoo, tmp_path_factory):
     mon = root / "monitoring.config"
     mon.write_text('prometheus_config { enable: true path: "/metrics" }')
     expected = np.asarray(trained["linear"].model.predict(X, verbose=0))
-    srv = ServerProcess([f"--model_config_file={cfg}", "--file_system_poll_wait_seconds=1",
-                         f"--monitoring_config_file={mon}", "--rest_api_header_timeout_seconds=2",
-                         "--rest_api_body_timeout_seconds=3", "--rest_api_idle_timeout_seconds=2",
-                         "--rest_api_max_connections=200"])
-    srv.root, srv.expected = root, expected
-    try:
-        yield srv.wait_ready()
-    finally:
-        srv.stop()
+    with serving([f"--model_config_file={cfg}", "--file_system_poll_wait_seconds=1",
+                  f"--monitoring_config_file={mon}", "--rest_api_header_timeout_seconds=2",
+                  "--rest_api_body_timeout_seconds=3", "--rest_api_idle_timeout_seconds=2",
+                  "--rest_api_max_connections=200"]) as srv:
+        srv.root, srv.expected = root, expected
+        yield srv
 
 
 # ------------------------------------------------------------------------------------------- memory
@@ -364,7 +368,7 @@ def test_idle_connection_flood_keeps_serving(hostile):
                 conns.append(socket.create_connection(("127.0.0.1", hostile.rest_port), timeout=2))
             except OSError:
                 break
-        time.sleep(1)
+        probe.rounds(5)  # the probe keeps being answered while every connection is held
     for c in conns:
         c.close()
     assert len(conns) >= 1000
@@ -495,9 +499,11 @@ def test_grace_period_is_enforced_and_cut_requests_get_503(zoo, tmp_path):
     hold = tmp_path / "batching.config"  # every request waits 30 s for its batch to fill
     hold.write_text("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 30000000 }\n"
                     "num_batch_threads { value: 1 }\n")
+    mon = tmp_path / "monitoring.config"
+    mon.write_text('prometheus_config { enable: true path: "/metrics" }')
     srv = ServerProcess(["--model_name=linear", f"--model_base_path={base}/linear", "--enable_batching",
                          f"--batching_parameters_file={hold}", "--enable_model_warmup=false",
-                         "--shutdown_grace_period_seconds=2"])
+                         "--shutdown_grace_period_seconds=2", f"--monitoring_config_file={mon}"])
     srv.wait_ready()
     results: list = []
 
@@ -510,7 +516,9 @@ def test_grace_period_is_enforced_and_cut_requests_get_503(zoo, tmp_path):
 
     t = threading.Thread(target=call)
     t.start()
-    time.sleep(1.0)
+    in_flight = ':tensorflow_serving_bundle:requests_in_flight{entrypoint="REST"} 1\n'
+    wait_for(lambda: in_flight in requests.get(srv.rest_url + "/metrics", timeout=5).text, 30,
+             what="the request in flight")
     t0 = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
     try:

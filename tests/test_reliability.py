@@ -28,7 +28,6 @@ from tests.inprocess import InProcessServer
 from tests.server_util import ServerProcess, wait_for, watch_statuses
 from tests.test_grpc_integration import Traffic, _copy_version, _status, predict_request
 
-pytestmark = pytest.mark.integration
 X10 = np.ones((1, 10), np.float32)
 
 
@@ -231,8 +230,14 @@ def test_sigterm_during_start_up_exits_cleanly_and_at_once(zoo):
     supervisor stopping its workers) ends it with status 0 at once, not by the default action (-15)."""
     base, _ = zoo
     srv = ServerProcess(["--model_name=mlp", f"--model_base_path={base}/mlp"], rest=False)
-    time.sleep(1.0)  # well inside start-up: TensorFlow's import alone takes longer
-    assert srv.alive(), srv.log_text()[-2000:]
+
+    def handles_sigterm() -> bool:  # the server's handler is in (SigCgt has SIGTERM): inside start-up now
+        assert srv.alive(), srv.log_text()[-2000:]
+        caught = next(ln for ln in open(f"/proc/{srv.proc.pid}/status") if ln.startswith("SigCgt:"))
+        return bool(int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+
+    wait_for(handles_sigterm, 60, 0.01, "the SIGTERM handler")
+    assert "Running gRPC ModelServer" not in srv.log_text()  # still starting
     t0 = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
     assert srv.proc.wait(30) == 0, srv.log_text()[-2000:]

@@ -15,7 +15,6 @@ from tests.inprocess import InProcessServer
 from tests.rest_models import build_echo, build_half_plus_two
 
 
-pytestmark = pytest.mark.integration
 
 E, H = "/v1/models/echo", "/v1/models/half_plus_two"
 NEST = 500000

@@ -17,7 +17,6 @@ from tests.inprocess import InProcessServer
 from tests.server_util import wait_for
 from tests.test_grpc_integration import input_proto, predict_request
 
-pytestmark = pytest.mark.integration
 
 
 def _jsonable(arr: np.ndarray):

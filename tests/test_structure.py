@@ -116,3 +116,30 @@ def test_two_metrics_objects_share_nothing():
     assert count(a) == 1 and count(b) == 0
     a.forget_model("m")
     assert count(a) == 0
+
+
+def test_every_test_has_exactly_one_tier_from_what_it_uses(request):
+    from tests.conftest import TIERS
+
+    def expected(item) -> str | None:
+        name, uses = Path(str(item.fspath)).name, set(item.fixturenames)
+        if name in ("test_codec.py", "test_structure.py"):
+            return "unit"
+        if name == "test_hostile.py":
+            return "hostile"
+        if "demo_server" in uses:
+            return "process"
+        if name == "test_rest_conformance.py" and "rest" in uses:  # an InProcessServer
+            return "inprocess"
+        return None
+
+    checked = 0
+    for item in request.session.items:
+        tiers = [t for t in TIERS if item.get_closest_marker(t)]
+        assert len(tiers) == 1, f"{item.nodeid}: {tiers}"
+        want = expected(item)
+        if want is not None:
+            assert tiers[0] == want, f"{item.nodeid} is {tiers[0]}, expected {want}"
+            checked += 1
+    assert checked >= 1
+    assert not [i.nodeid for i in request.session.items if i.get_closest_marker("integration")]

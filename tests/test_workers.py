@@ -16,9 +16,8 @@ from google.protobuf import text_format
 
 from tfsb.client import GrpcClient
 from tfsb.server.config import ModelServerConfig
-from tests.server_util import ServerProcess, listening_ports, wait_for
+from tests.server_util import ServerProcess, listening_ports, serving, wait_for
 
-pytestmark = pytest.mark.integration
 
 
 def _children(pid: int) -> list[int]:
@@ -41,17 +40,13 @@ def pair(zoo, tmp_path_factory):
                    f'model_platform: "tensorflow" model_version_policy {{ all {{}} }} }} }}\n')
     mon = root / "monitoring.config"
     mon.write_text('prometheus_config { enable: true, path: "/metrics" }\n')
-    srv = ServerProcess([f"--model_config_file={cfg}", "--num_server_processes=2",
-                         f"--monitoring_config_file={mon}", "--file_system_poll_wait_seconds=1"])
-    try:
-        srv.wait_ready()
+    with serving([f"--model_config_file={cfg}", "--num_server_processes=2", f"--monitoring_config_file={mon}",
+                  "--file_system_poll_wait_seconds=1"]) as srv:
         wait_for(lambda: len(_children(srv.proc.pid)) == 2 and all(
             _listens_on(c, srv.grpc_port) and _listens_on(c, srv.rest_port) for c in _children(srv.proc.pid)),
             timeout=120, what="both workers listening on both ports")
         srv.base = base
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_both_workers_serve_the_same_ports_and_metrics_are_merged(pair):
