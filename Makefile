@@ -131,8 +131,13 @@ browser-tools: ## Debian's chromium for the dashboard's browser test (the test s
 	    || echo "could not install chromium: the browser test will be skipped"; \
 	  else echo "no apt-get: install chromium to run the browser test"; fi; }
 
+# Two pytest workers (pytest-xdist), one test file each at a time: most of a test's time is spent waiting on
+# a server process or a subprocess's TensorFlow import, so two files overlap well on 2 cores. TEST_WORKERS=0
+# runs in one process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: $(STAMP) browser-tools ## run the whole test suite: the unit, inprocess, process and hostile tiers
-	$(PY) -m pytest -q --ignore=tests/container $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) --ignore=tests/container $(PYTEST_ARGS)
 
 # One tier each (tests/conftest.py marks every test by what it uses).
 TIER = $(PY) -m pytest -q --ignore=tests/container $(PYTEST_ARGS) -m

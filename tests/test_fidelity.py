@@ -449,7 +449,7 @@ def test_cli_speaks_tls(secure):
 
 def test_platform_config_file_settings_apply(secure):
     """Batching from the platform file is on (its histograms appear); the profiler is off (UNIMPLEMENTED)."""
-    from tfsb.server.profiler import _declare
+    from tfsb.server.profiler import _messages
 
     with GrpcClient(secure.grpc_target, retries=0, tls=secure.good) as c:
         for _ in range(3):
@@ -458,7 +458,7 @@ def test_platform_config_file_settings_apply(secure):
                                         request_serializer=lambda m: m.SerializeToString(),
                                         response_deserializer=lambda b: b)
         with pytest.raises(grpc.RpcError) as e:
-            profile(_declare()["ProfileRequest"](duration_ms=10), timeout=5)
+            profile(_messages()["ProfileRequest"](duration_ms=10), timeout=5)
         assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
     log = secure.log_text()
     assert "batching on for platform tensorflow" in log and "max_batch_size=16" in log

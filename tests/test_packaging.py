@@ -165,7 +165,12 @@ def test_config_messages_come_from_compiled_protos_not_hand_declared_descriptors
         assert cls.DESCRIPTOR.file.name == "tfsb/server/proto/serving_config.proto", name
         assert cls is getattr(serving_config_pb2, name)
     assert config.BatchingParameters.DESCRIPTOR.fields_by_name["max_execution_batch_size"].number == 9
-    assert "FieldDescriptorProto" not in (REPO / "tfsb" / "server" / "config.py").read_text()
+    hand_declared = [p.relative_to(REPO) for p in (REPO / "tfsb").rglob("*.py")
+                     if not p.name.endswith("_pb2.py") and "FieldDescriptorProto" in p.read_text()]
+    assert hand_declared == [], f"messages declared field by field in {hand_declared}"
+    from tfsb.server.profiler import _messages
+
+    assert _messages()["ProfileRequest"].DESCRIPTOR.file.name == "tfsb/server/proto/profiler_service.proto"
     assert "platform_config_pb2" in (REPO / "tfsb" / "server" / "config.py").read_text()
     assert platform_config_pb2.PlatformConfigMap.DESCRIPTOR.full_name == "tensorflow.serving.PlatformConfigMap"
 

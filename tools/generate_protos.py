@@ -67,9 +67,10 @@ def compile_protos(out_dir: Path = REPO) -> list[Path]:
 
     from google.protobuf import descriptor_pb2
     from tensorflow.core.protobuf import config_pb2, named_tensor_pb2
+    from tensorflow.tsl.profiler.protobuf import profiler_options_pb2
 
     deps = descriptor_pb2.FileDescriptorSet()
-    for fd in _closure([config_pb2.DESCRIPTOR, named_tensor_pb2.DESCRIPTOR]):
+    for fd in _closure([config_pb2.DESCRIPTOR, named_tensor_pb2.DESCRIPTOR, profiler_options_pb2.DESCRIPTOR]):
         if not fd.name.startswith("google/protobuf/"):  # protoc has the well-known types built in
             deps.file.add().ParseFromString(fd.serialized_pb)
     well_known = Path(importlib.util.find_spec("grpc_tools").origin).parent / "_proto"
@@ -81,7 +82,10 @@ def compile_protos(out_dir: Path = REPO) -> list[Path]:
         args = [sys.executable, "-m", "grpc_tools.protoc", f"--descriptor_set_in={f.name}", f"-I{REPO}",
                 f"-I{well_known}", f"--python_out={out_dir}", *(str(p.relative_to(REPO)) for p in sources)]
         subprocess.run(args, cwd=REPO, check=True)
-    return [out_dir / p.relative_to(REPO).with_name(p.stem + "_pb2.py") for p in sources]
+    outputs = [out_dir / p.relative_to(REPO).with_name(p.stem + "_pb2.py") for p in sources]
+    for path in outputs:  # the wheel ships TSL's generated modules under tensorflow.tsl, not as top-level tsl
+        path.write_text(path.read_text().replace("\nfrom tsl.", "\nfrom tensorflow.tsl."))
+    return outputs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ result protos. Errors are ServingError with TF Serving's codes and texts (`predi
 
 from __future__ import annotations
 
+import enum
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,6 +55,17 @@ class Decoder(Protocol):
 
 def _join(names) -> str:
     return ",".join(sorted(names))
+
+
+class ExampleApi(enum.Enum):
+    """The two APIs over tf.Example input: the value is the REST verb, `metric` TF Serving's API label."""
+
+    CLASSIFY = "classify"
+    REGRESS = "regress"
+
+    @property
+    def metric(self) -> str:
+        return self.value.capitalize()
 
 
 class Inference:
@@ -226,18 +238,18 @@ class Inference:
         fetch = sorted({sig.outputs[o].name for sig, _, outs in sigs for o in outs})
         return dict(zip(fetch, servable.run(feeds, fetch)))
 
-    def examples_on(self, servable: SavedModelServable, spec: Spec, inp: input_pb2.Input, kind: str):
-        """Classify ("classify") or regress ("regress") against one given servable."""
+    def examples_on(self, servable: SavedModelServable, spec: Spec, inp: input_pb2.Input, api: ExampleApi):
+        """Classify or regress against one given servable."""
         sig = servable.signatures.get(spec.signature)
         if sig is None:
             raise InvalidArgumentError(f"No signature was found with the name: {spec.signature}")
-        inp_alias, outs = (self._classify_signature if kind == "classify" else self._regress_signature)(sig)
+        inp_alias, outs = (self._classify_signature if api is ExampleApi.CLASSIFY else self._regress_signature)(sig)
         examples = self.serialize_input(inp)
         t0 = time.perf_counter()
         by_name = self._run_examples(servable, [(sig, inp_alias, outs)], examples)
-        self.metrics.runtime_latency(spec.name, kind.capitalize(), servable.RUNTIME, time.perf_counter() - t0)
+        self.metrics.runtime_latency(spec.name, api.metric, servable.RUNTIME, time.perf_counter() - t0)
         out = {o: by_name[sig.outputs[o].name] for o in outs}
-        build = self._classification_result if kind == "classify" else self._regression_result
+        build = self._classification_result if api is ExampleApi.CLASSIFY else self._regression_result
         return build(out, len(examples))
 
     def multi_inference_on(self, servable: SavedModelServable, version: int,
@@ -310,14 +322,14 @@ class Core:
             return self.inference.predict_on(rec.servable, rec.version, spec, inputs, output_filter, api=api)
 
     def classify(self, spec: Spec, inp: input_pb2.Input) -> tuple[int, classification_pb2.ClassificationResult]:
-        return self._example_api(spec, inp, "classify")
+        return self._example_api(spec, inp, ExampleApi.CLASSIFY)
 
     def regress(self, spec: Spec, inp: input_pb2.Input) -> tuple[int, regression_pb2.RegressionResult]:
-        return self._example_api(spec, inp, "regress")
+        return self._example_api(spec, inp, ExampleApi.REGRESS)
 
-    def _example_api(self, spec: Spec, inp: input_pb2.Input, kind: str):
+    def _example_api(self, spec: Spec, inp: input_pb2.Input, api: ExampleApi):
         with self.servable(spec) as rec:
-            return rec.version, self.inference.examples_on(rec.servable, spec, inp, kind)
+            return rec.version, self.inference.examples_on(rec.servable, spec, inp, api)
 
     def multi_inference(self, request: inference_pb2.MultiInferenceRequest) -> inference_pb2.MultiInferenceResponse:
         tasks = list(request.tasks)

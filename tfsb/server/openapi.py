@@ -187,8 +187,10 @@ def _components() -> dict:
             "signature_name": {"type": "string"},
             "instances": {"type": "array", "description": "row format: one entry per batch element"},
             "inputs": {**nested, "description": "columnar format: one tensor per input"}}},
+        # a scalar output may be non-finite: TF Serving writes NaN, Infinity and -Infinity as bare literals,
+        # which strict JSON readers (schema validators among them) turn into null
         "PredictResponse": {"type": "object", "properties": {
-            "predictions": {"type": "array"}, "outputs": nested}},
+            "predictions": {"type": "array"}, "outputs": {"anyOf": [*nested["anyOf"], {"type": "null"}]}}},
         "ExamplesRequest": {"type": "object", "required": ["examples"], "properties": {
             "signature_name": {"type": "string"}, "context": example,
             "examples": {"type": "array", "items": example}}},

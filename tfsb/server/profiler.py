@@ -7,8 +7,8 @@ where TensorFlow's profiler client and TensorBoard expect it — `<repository_ro
 empty. `Terminate` ends a running session early. No extra port is opened (TensorFlow's own
 `tf.profiler.experimental.server.start` would listen on every interface).
 
-The messages are declared here from TSL's `profiler_service.proto` field numbers (the TensorFlow wheel ships
-only `ProfileOptions` and `XSpace` as Python modules).
+The messages come from `proto/profiler_service.proto` (TSL's names and field numbers), compiled by
+grpcio-tools (`make protos`): the TensorFlow wheel ships only `ProfileOptions` and `XSpace` as Python modules.
 """
 
 from __future__ import annotations
@@ -22,57 +22,20 @@ import threading
 import time
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from tfsb.server.lifecycle import Lifecycle
 
 log = logging.getLogger("tfsb.server.profiler")
 
-_F = descriptor_pb2.FieldDescriptorProto
 _SERVICE = "tensorflow.ProfilerService"
 
 
-def _declare() -> dict[str, type]:
-    from tensorflow.tsl.profiler.protobuf import profiler_options_pb2
+def _messages() -> dict[str, type]:
+    """The service's message classes (compiled from proto/profiler_service.proto; they import TensorFlow's
+    ProfileOptions, so only a server with the profiler on loads them)."""
+    from tfsb.server.proto import profiler_service_pb2 as pb
 
-    pool = descriptor_pool.Default()
-    name = "tf_serving_bundle/profiler_service.proto"
-    try:
-        pool.FindFileByName(name)
-    except KeyError:
-        opt, rep = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
-        fdp = descriptor_pb2.FileDescriptorProto(name=name, package="tensorflow", syntax="proto3",
-                                                 dependency=[profiler_options_pb2.DESCRIPTOR.name])
-        tro = fdp.message_type.add(name="ToolRequestOptions")
-        tro.field.add(name="output_formats", number=2, type=_F.TYPE_STRING, label=opt)
-        tro.field.add(name="save_to_repo", number=3, type=_F.TYPE_BOOL, label=opt)
-        req = fdp.message_type.add(name="ProfileRequest")
-        req.field.add(name="duration_ms", number=1, type=_F.TYPE_UINT64, label=opt)
-        req.field.add(name="max_events", number=2, type=_F.TYPE_UINT64, label=opt)
-        req.field.add(name="tools", number=3, type=_F.TYPE_STRING, label=rep)
-        entry = req.nested_type.add(name="ToolOptionsEntry")
-        entry.options.map_entry = True
-        entry.field.add(name="key", number=1, type=_F.TYPE_STRING, label=opt)
-        entry.field.add(name="value", number=2, type=_F.TYPE_MESSAGE, label=opt,
-                        type_name=".tensorflow.ToolRequestOptions")
-        req.field.add(name="tool_options", number=8, type=_F.TYPE_MESSAGE, label=rep,
-                      type_name=".tensorflow.ProfileRequest.ToolOptionsEntry")
-        req.field.add(name="opts", number=4, type=_F.TYPE_MESSAGE, label=opt, type_name=".tensorflow.ProfileOptions")
-        for fname, num in (("repository_root", 5), ("session_id", 6), ("host_name", 7)):
-            req.field.add(name=fname, number=num, type=_F.TYPE_STRING, label=opt)
-        data = fdp.message_type.add(name="ProfileToolData")
-        data.field.add(name="name", number=1, type=_F.TYPE_STRING, label=opt)
-        data.field.add(name="data", number=2, type=_F.TYPE_BYTES, label=opt)
-        resp = fdp.message_type.add(name="ProfileResponse")
-        resp.field.add(name="tool_data", number=6, type=_F.TYPE_MESSAGE, label=rep,
-                       type_name=".tensorflow.ProfileToolData")
-        resp.field.add(name="empty_trace", number=7, type=_F.TYPE_BOOL, label=opt)
-        term = fdp.message_type.add(name="TerminateRequest")
-        term.field.add(name="session_id", number=1, type=_F.TYPE_STRING, label=opt)
-        fdp.message_type.add(name="TerminateResponse")
-        pool.Add(fdp)
-    return {n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.{n}"))
-            for n in ("ProfileRequest", "ProfileResponse", "TerminateRequest", "TerminateResponse")}
+    return {n: getattr(pb, n) for n in ("ProfileRequest", "ProfileResponse", "TerminateRequest", "TerminateResponse")}
 
 
 def _tracer_options(opts) -> dict[str, int]:
@@ -180,7 +143,7 @@ class ProfilerServicer:
 
 def register(server: grpc.Server, lifecycle: Lifecycle | None = None) -> None:
     """Add the service to a gRPC server (before it starts)."""
-    m = _declare()
+    m = _messages()
     servicer = ProfilerServicer(m, lifecycle)
     server.add_registered_method_handlers(_SERVICE, {
         "Profile": grpc.unary_unary_rpc_method_handler(

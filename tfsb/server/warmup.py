@@ -9,7 +9,7 @@ import time
 
 from tensorflow_serving.apis import prediction_log_pb2
 
-from tfsb.server.core import WARMUP_API, Inference
+from tfsb.server.core import WARMUP_API, ExampleApi, Inference
 from tfsb.errors import DataLossError, InvalidArgumentError, ServingError, UnimplementedError
 from tfsb.server.runtime import SavedModelServable, tf
 from tfsb.wire import tensor_proto
@@ -65,7 +65,7 @@ def _replay(inference: Inference, servable: SavedModelServable, version: int, lo
                              api=WARMUP_API)
     elif kind in ("classify_log", "regress_log"):
         req = getattr(log, kind).request
-        inference.examples_on(servable, spec_from_proto(req.model_spec), req.input, kind[:-4])
+        inference.examples_on(servable, spec_from_proto(req.model_spec), req.input, ExampleApi(kind[:-4]))
     elif kind == "multi_inference_log":
         inference.multi_inference_on(servable, version, log.multi_inference_log.request)
     else:
