@@ -82,7 +82,7 @@ class _Registry:
 def test_rest_predict_resolves_the_version_once():
     registry = _Registry()
     core = Core(registry, Inference(Metrics()), budget=MemoryBudget(0))
-    handler = RestHandler(SimpleNamespace(core=core, registry=registry))
+    handler = RestHandler(core, registry)
     status, body, *_ = handler.process("POST", "/v1/models/m:predict", b'{"instances": [1.5, 2.5]}')
     assert status == 200, body
     assert registry.resolves == 1
@@ -92,7 +92,7 @@ def test_rest_predict_resolves_the_version_once():
 def test_rest_missing_signature_keeps_tf_servings_rest_wording():
     registry = _Registry()
     core = Core(registry, Inference(Metrics()), budget=MemoryBudget(0))
-    handler = RestHandler(SimpleNamespace(core=core, registry=registry))
+    handler = RestHandler(core, registry)
     status, body, *_ = handler.process("POST", "/v1/models/m:predict",
                                        b'{"signature_name": "nope", "instances": [1.0]}')
     assert status == 400

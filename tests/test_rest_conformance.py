@@ -443,8 +443,6 @@ def test_readiness_and_liveness(rest):
 
 def test_handler_reports_the_error_code_not_just_the_http_status():
     """FAILED_PRECONDITION and INVALID_ARGUMENT both answer 400; the metrics label must keep them apart."""
-    from types import SimpleNamespace
-
     from tfsb.errors import FailedPreconditionError
     from tfsb.server.rest_routes import RestHandler
 
@@ -452,7 +450,7 @@ def test_handler_reports_the_error_code_not_just_the_http_status():
         def predict(self, spec, inputs, api):
             raise FailedPreconditionError("not now")
 
-    handler = RestHandler(SimpleNamespace(core=Core(), registry=None))
+    handler = RestHandler(Core(), None)
     answer = handler.process("POST", "/v1/models/m:predict", b'{"instances": [1]}')
     assert (answer.status, answer.model, answer.api, answer.code) == (400, "m", "predict", "FAILED_PRECONDITION")
     assert json.loads(answer.body) == {"error": "not now"} and answer.version is None

@@ -143,3 +143,18 @@ def test_every_test_has_exactly_one_tier_from_what_it_uses(request):
             checked += 1
     assert checked >= 1
     assert not [i.nodeid for i in request.session.items if i.get_closest_marker("integration")]
+
+
+def test_transports_are_built_from_parts_not_from_the_server():
+    """No transport receives the `Server` object or reads its fields: each is made from the core, the
+    registry, the lifecycle and its own settings (`server.build_and_start` wires them)."""
+    for name in ("rest.py", "rest_routes.py", "rest_protocol.py", "grpc_api.py", "grpc_transport.py",
+                 "extensions.py", "catalog.py", "history.py"):
+        text = (SRC / "server" / name).read_text()
+        assert "tfsb.server.server" not in _project_imports(SRC / "server" / name), name
+        import re
+
+        reads = re.findall(r"(?<![\w.])(?:self\.)?server\.(?:options|core|registry|lifecycle|control)\b", text)
+        assert not reads and "self.server" not in text, f"{name} reads {reads}"
+    server = (SRC / "server" / "server.py").read_text()
+    assert "transport.start()" in server and "on_drain(transport.drain)" in server

@@ -17,11 +17,16 @@ import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from tfsb.server import extensions
 from tfsb.server.history import History
 from tfsb.server.admission import JSON_EXPANSION
-from tfsb.server.config import prometheus_path
+from tfsb.server.config import MonitoringConfig, prometheus_path
+from tfsb.server.core import Core
+from tfsb.server.flags import ServerOptions
+from tfsb.server.lifecycle import Lifecycle
+from tfsb.server.registry import ModelRegistry
 from tfsb.errors import (DeadlineExceededError, InternalError, InvalidArgumentError, ResourceExhaustedError,
                             ServingError, UnavailableError)
 from tfsb.server.rest_routes import Answer, RestHandler, error_answer, prometheus_text
@@ -105,29 +110,56 @@ class _Costs:
         self._ewma[path] = seconds if old is None else 0.8 * old + 0.2 * seconds
 
 
+@dataclass(frozen=True)
+class RestSettings:
+    """The REST transport's own flags (the connection guard reads its limits from the same options)."""
+
+    bind_address: str
+    port: int
+    num_threads: int
+    timeout_s: float | None
+    cors: bool
+    max_inflight: int
+    max_body: int
+    extensions: bool
+    idle_timeout_s: int
+    grace_s: float
+    reuse_port: bool
+    options: ServerOptions  # for rest_protocol.guarded_protocol: header/body timeouts, connection cap
+
+    @classmethod
+    def from_options(cls, opts: ServerOptions, *, reuse_port: bool) -> "RestSettings":
+        return cls(opts.rest_api_bind_address, opts.rest_api_port, max(1, opts.rest_api_num_threads),
+                   opts.rest_api_timeout_in_ms / 1000 if opts.rest_api_timeout_in_ms > 0 else None,
+                   opts.rest_api_enable_cors_support, max(0, opts.max_inflight_requests),
+                   max(0, opts.rest_api_max_request_bytes), opts.rest_api_extensions,
+                   max(1, opts.rest_api_idle_timeout_seconds), float(max(0, opts.shutdown_grace_period_seconds)),
+                   reuse_port, opts)
+
+
 class RestApp:
     """The ASGI application. Routing and admission (in-flight limit, body size, memory budget) happen before
     a byte of the body is read; the body is then read with those limits, and everything that costs CPU or
     memory in proportion to it (gunzip, JSON, the model) runs in the worker pool."""
 
-    def __init__(self, server, monitoring=None):
-        opts = server.options
-        self.server = server
-        self.metrics = server.core.metrics
+    def __init__(self, core: Core, registry: ModelRegistry, lifecycle: Lifecycle, settings: RestSettings,
+                 monitoring: MonitoringConfig | None = None):
+        self.core, self.lifecycle = core, lifecycle
+        self.metrics = core.metrics
         self.in_flight = self.metrics.in_flight("REST")
-        self.handler = RestHandler(server)
-        self.budget = server.core.budget
-        self.pool = ThreadPoolExecutor(max_workers=max(1, opts.rest_api_num_threads), thread_name_prefix="rest")
-        self.timeout = opts.rest_api_timeout_in_ms / 1000 if opts.rest_api_timeout_in_ms > 0 else None
-        self.cors = opts.rest_api_enable_cors_support
+        self.handler = RestHandler(core, registry)
+        self.budget = core.budget
+        self.pool = ThreadPoolExecutor(max_workers=settings.num_threads, thread_name_prefix="rest")
+        self.timeout = settings.timeout_s
+        self.cors = settings.cors
         self.metrics_path = prometheus_path(monitoring) if monitoring is not None else None
-        self.max_inflight = max(0, opts.max_inflight_requests)
-        self.max_body = max(0, opts.rest_api_max_request_bytes)
+        self.max_inflight = settings.max_inflight
+        self.max_body = settings.max_body
         self.extensions = None
-        if opts.rest_api_extensions:
+        if settings.extensions:
             history = History(self.metrics)
-            history.start(server.lifecycle)
-            self.extensions = extensions.Extensions(server.registry, history)
+            history.start(lifecycle)
+            self.extensions = extensions.Extensions(registry, history)
         self.inflight = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self._running: set[asyncio.Future] = set()
@@ -159,7 +191,7 @@ class RestApp:
             await self._send(send, 200, prometheus_text(self.metrics), ctype=b"text/plain", close=unread)
             return
         if path in ("/healthz", "/readyz") and method in ("GET", "HEAD"):
-            ready = path == "/healthz" or self.server.lifecycle.ready()
+            ready = path == "/healthz" or self.lifecycle.ready()
             await self._send(send, 200 if ready else 503, b'{"status": "%s"}' % (b"ok" if ready else b"not ready"), close=unread)
             return
         if self.extensions and method in ("GET", "HEAD") and path.startswith(("/api/", "/dashboard")):
@@ -266,7 +298,7 @@ class RestApp:
         if not gzipped and len(body) <= INLINE_MAX_BODY and self._costs.cheap(path):
             # Small and recently fast: answering here costs less than the two thread hand-offs of the pool.
             answer = self._timed_run(method, path, body, gzipped, held, None)
-            self.metrics.request(self.server.core.metric_model_name(answer.model), answer.api, "REST", answer.code,
+            self.metrics.request(self.core.metric_model_name(answer.model), answer.api, "REST", answer.code,
                                  time.perf_counter() - t0)
             await self._send(send, answer.status, answer.body, code=answer.code, version=answer.version)
             return
@@ -283,7 +315,7 @@ class RestApp:
                                                    "shutdown grace period (--shutdown_grace_period_seconds)"))
         finally:
             self._running.discard(fut)
-        self.metrics.request(self.server.core.metric_model_name(answer.model), answer.api, "REST", answer.code,
+        self.metrics.request(self.core.metric_model_name(answer.model), answer.api, "REST", answer.code,
                              time.perf_counter() - t0)
         await self._send(send, answer.status, answer.body, code=answer.code, version=answer.version)
 
@@ -318,39 +350,49 @@ def _reuse_port_socket(host: str, port: int):
     return sock
 
 
-def start_rest(server, monitoring=None) -> None:
-    """Serve the REST API in a background thread; returns once the port accepts connections."""
-    import uvicorn
+class RestTransport:
+    """The REST API served by uvicorn in a background thread (the Transport protocol)."""
 
-    from tfsb.server.rest_protocol import guarded_protocol
+    def __init__(self, core: Core, registry: ModelRegistry, lifecycle: Lifecycle, settings: RestSettings,
+                 monitoring: MonitoringConfig | None = None):
+        self.settings = settings
+        self.app = RestApp(core, registry, lifecycle, settings, monitoring)
+        self._server = None
+        self._thread: threading.Thread | None = None
 
-    opts = server.options
-    app = RestApp(server, monitoring)
-    grace = max(0, opts.shutdown_grace_period_seconds)
-    config = uvicorn.Config(app, host=opts.rest_api_bind_address, port=opts.rest_api_port, loop="uvloop",
-                            http=guarded_protocol(opts), ws="none", lifespan="off", log_level="warning",
-                            access_log=False, server_header=False, date_header=False,
-                            timeout_keep_alive=max(1, opts.rest_api_idle_timeout_seconds),
-                            timeout_graceful_shutdown=grace + 2)
-    userver = uvicorn.Server(config)
-    sockets = None
-    if server.control is not None:  # sibling worker processes share the port
-        sockets = [_reuse_port_socket(opts.rest_api_bind_address, opts.rest_api_port)]
-    t = threading.Thread(target=userver.run, kwargs={"sockets": sockets}, name="rest", daemon=True)
-    t.start()
-    deadline = time.monotonic() + 30
-    while not userver.started:
-        if not t.is_alive() or time.monotonic() > deadline:
-            raise InternalError(f"Failed to start HTTP/REST server on port {opts.rest_api_port}")
-        time.sleep(0.01)
-    log.info("Exporting HTTP/REST API at:%s:%d ...", opts.rest_api_bind_address, opts.rest_api_port)
+    @property
+    def address(self) -> str:
+        return f"{self.settings.bind_address}:{self.settings.port}"
 
-    def stop(grace: float) -> None:
-        userver.should_exit = True
-        t.join(grace)
-        if t.is_alive() and app.loop is not None:
-            app.loop.call_soon_threadsafe(app.cut_off)
-            t.join(2)
-        app.pool.shutdown(wait=False, cancel_futures=True)
+    def start(self) -> None:
+        """Returns once the port accepts connections."""
+        import uvicorn
 
-    server.lifecycle.on_drain(stop)
+        from tfsb.server.rest_protocol import guarded_protocol
+
+        s = self.settings
+        config = uvicorn.Config(self.app, host=s.bind_address, port=s.port, loop="uvloop",
+                                http=guarded_protocol(s.options), ws="none", lifespan="off", log_level="warning",
+                                access_log=False, server_header=False, date_header=False,
+                                timeout_keep_alive=s.idle_timeout_s, timeout_graceful_shutdown=s.grace_s + 2)
+        self._server = uvicorn.Server(config)
+        sockets = [_reuse_port_socket(s.bind_address, s.port)] if s.reuse_port else None  # sibling workers
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": sockets}, name="rest",
+                                        daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise InternalError(f"Failed to start HTTP/REST server on port {s.port}")
+            time.sleep(0.01)
+        log.info("Exporting HTTP/REST API at:%s:%d ...", s.bind_address, s.port)
+
+    def drain(self, grace: float) -> None:
+        if self._server is None:
+            return
+        self._server.should_exit = True
+        self._thread.join(grace)
+        if self._thread.is_alive() and self.app.loop is not None:
+            self.app.loop.call_soon_threadsafe(self.app.cut_off)
+            self._thread.join(2)
+        self.app.pool.shutdown(wait=False, cancel_futures=True)

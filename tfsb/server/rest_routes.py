@@ -14,7 +14,9 @@ from urllib.parse import unquote_to_bytes
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
+from tfsb.server.core import Core
 from tfsb.server.metrics import Metrics
+from tfsb.server.registry import ModelRegistry
 from tfsb.errors import InternalError, InvalidArgumentError, ServingError
 from tfsb.wire import json_example, json_parse, json_request, json_response
 from tfsb.wire.json_text import error_json
@@ -98,9 +100,9 @@ def error_answer(e: ServingError, model: str = "", api: str = "") -> Answer:
 class RestHandler:
     """Synchronous request processing; every method runs in the worker pool."""
 
-    def __init__(self, server):
-        self.core = server.core
-        self.registry = server.registry
+    def __init__(self, core: Core, registry: ModelRegistry):
+        self.core = core
+        self.registry = registry
 
     def process(self, method: str, path: str, body: bytes) -> Answer:
         model, api = "", ""

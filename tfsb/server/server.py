@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tfsb.server import workers
 from tfsb.server.admission import MemoryBudget
@@ -18,9 +18,10 @@ from tfsb.server.flags import ServerOptions, unsupported_settings
 from tfsb.server.lifecycle import Lifecycle
 from tfsb.server.metrics import Metrics
 from tfsb.server.platform import Loader, load_settings
-from tfsb.server.ports import check_ports, host_port
+from tfsb.server.ports import check_ports
 from tfsb.server.registry import ModelRegistry
 from tfsb.server.tls import server_credentials
+from tfsb.server.transport import Transport
 from tfsb.server.versions import LoadPolicy, VersionRecord
 
 log = logging.getLogger("tfsb.server")
@@ -28,28 +29,19 @@ log = logging.getLogger("tfsb.server")
 
 @dataclass
 class Server:
-    """A running server: its options, models, core, transports and lifecycle. Built by `build_and_start`."""
+    """A running server: its options, models, core, lifecycle and transports. Built by `build_and_start`;
+    the transports are made from the parts they use and never see this object."""
 
     options: ServerOptions
     registry: ModelRegistry
     core: Core
     lifecycle: Lifecycle
-    grpc_server: object = None
-    grpc_port: int | None = None
-    health: object = None
-    control: object = None  # workers.SharedControl with --num_server_processes > 1
+    control: workers.SharedControl | None = None  # --num_server_processes > 1
+    transports: list[Transport] = field(default_factory=list)
 
-    def update_health(self) -> None:
-        """The gRPC health service follows readiness (a lifecycle listener)."""
-        if self.health is None:
-            return
-        from grpc_health.v1 import health_pb2
-
-        status = health_pb2.HealthCheckResponse.SERVING if self.lifecycle.ready() \
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        for svc in ("", "ModelService", "PredictionService", "tensorflow.serving.PredictionService",
-                    "tensorflow.serving.ModelService"):
-            self.health.set(svc, status)
+    @property
+    def metrics(self) -> Metrics:
+        return self.core.metrics
 
     def stop(self, grace: float = 20.0) -> None:
         """Readiness goes false first; then both transports stop accepting and let in-flight requests
@@ -113,15 +105,24 @@ def build_and_start(opts: ServerOptions) -> Server:
         server.registry.apply(config)  # blocks until every model's first version is AVAILABLE or failed
     server.registry.start_polling()
     _start_config_poller(server)
-    _start_grpc(server, creds)
+    shared = server.control is not None  # sibling worker processes share the ports
+    from tfsb.server.grpc_transport import GrpcSettings, GrpcTransport
+
+    server.transports.append(GrpcTransport(server.core, server.registry, server.lifecycle,
+                                           GrpcSettings.from_options(opts, reuse_port=shared), credentials=creds,
+                                           on_reloaded=server.control.reloaded if shared else None))
     if opts.rest_api_port:
         if opts.rest_api_port == opts.port:
             log.error("server_options.http_port cannot be the same as server_options.grpc_port. "
                       "Please use a different port for HTTP/REST API. Skipped setting up HTTP/REST API.")
         else:
-            from tfsb.server.rest import start_rest
+            from tfsb.server.rest import RestSettings, RestTransport
 
-            start_rest(server, monitoring)
+            server.transports.append(RestTransport(server.core, server.registry, server.lifecycle,
+                                                   RestSettings.from_options(opts, reuse_port=shared), monitoring))
+    for transport in server.transports:
+        transport.start()
+        server.lifecycle.on_drain(transport.drain)
     server.lifecycle.serving()
     for name in server.registry.names():
         log.info("model %s: AVAILABLE versions %s", name, server.registry.model(name).available())
@@ -170,53 +171,6 @@ def _monitoring(opts: ServerOptions) -> MonitoringConfig | None:
     if opts.monitoring_config_file and opts.rest_api_port:
         return parse_text_file(opts.monitoring_config_file, MonitoringConfig)
     return None
-
-
-def _start_grpc(server: Server, creds) -> None:
-    from grpc_health.v1 import health
-
-    from tfsb.server.grpc_api import CallExecutor, build_server, drain, parse_channel_arguments
-
-    opts = server.options
-    if opts.enable_grpc_healthcheck_service:  # as in TF Serving: the standard health service only when asked
-        server.health = health.HealthServicer(experimental_non_blocking=True)
-        server.lifecycle.on_change(server.update_health)
-    calls = CallExecutor(max(1, opts.grpc_max_threads))
-    gs = build_server(server.core, server.registry, max_workers=max(1, opts.grpc_max_threads), executor=calls,
-                      on_reloaded=server.control.reloaded if server.control is not None else None,
-                      reuse_port=server.control is not None,
-                      tensor_content=opts.enable_serialization_as_tensor_content,
-                      health_servicer=server.health,
-                      extra_options=[("grpc.max_receive_message_length", opts.grpc_max_receive_message_bytes),
-                                     *parse_channel_arguments(opts.grpc_channel_arguments)],
-                      max_inflight=max(0, opts.max_inflight_requests),
-                      reload_api=opts.model_config_reload_api,
-                      reload_wait_s=float(max(0, opts.model_config_reload_wait_seconds)))
-    if opts.enable_profiler:
-        from tfsb.server import profiler
-
-        profiler.register(gs, server.lifecycle)
-        log.info("Profiler service is enabled")
-
-    def listen(address: str) -> int:
-        try:
-            return gs.add_secure_port(address, creds) if creds is not None else gs.add_insecure_port(address)
-        except RuntimeError:  # grpcio raises when the bind fails (the port was taken since the early check)
-            return 0
-
-    if opts.port:
-        server.grpc_port = listen(host_port(opts.grpc_bind_address, opts.port))
-        if not server.grpc_port:
-            raise InvalidArgumentError("Failed to BuildAndStart gRPC server")
-    if opts.grpc_socket_path and not listen(f"unix:{opts.grpc_socket_path}"):
-        raise InvalidArgumentError("Failed to BuildAndStart gRPC server")
-    gs.start()
-    server.grpc_server = gs
-    server.lifecycle.on_drain(lambda grace: drain(gs, calls, grace))
-    if opts.port:
-        log.info("Running gRPC ModelServer at %s ...", host_port(opts.grpc_bind_address, server.grpc_port))
-    if opts.grpc_socket_path:
-        log.info("Running gRPC ModelServer at UNIX socket %s ...", opts.grpc_socket_path)
 
 
 def _raise_open_file_limit() -> None:
