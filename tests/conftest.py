@@ -139,7 +139,7 @@ def pytest_collection_modifyitems(config, items):
         return
     keep, drop = [], []
     for item in items:
-        talks_to_it = "demo_server" in item.fixturenames or "stack" in item.fixturenames
+        talks_to_it = "demo_server" in item.fixturenames or item.get_closest_marker("container")
         (keep if talks_to_it else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
