@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
 from google.protobuf.message import Message
@@ -181,6 +181,13 @@ class ClientBase:
         self.retry = RetryPolicy(retries, backoff)
         self.signatures = MetadataCache(lambda t: self.metadata(t.name, version=t.version, label=t.label),
                                         metadata_ttl)
+
+    def predict(self, model: str, inputs: Mapping[str, Any] | np.ndarray, *, signature: str = "",
+                version: int | None = None, label: str | None = None, timeout: float | None = None,
+                output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
+        """The outputs (`predict_versioned` also says which version answered)."""
+        return self.predict_versioned(model, inputs, signature=signature, version=version, label=label,
+                                      timeout=timeout, output_filter=output_filter)[0]
 
     @staticmethod
     def _target(model: str, version: int | None = None, label: str | None = None, signature: str = "") -> Spec:

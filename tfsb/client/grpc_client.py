@@ -55,12 +55,6 @@ class GrpcClient(ClientBase):
             raise ServingClientError(e.code().name, e.details() or "") from None
 
     # ------------------------------------------------------------------------------------ API
-    def predict(self, model: str, inputs: Mapping[str, Any] | np.ndarray, *, signature: str = "",
-                version: int | None = None, label: str | None = None, timeout: float | None = None,
-                output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
-        return self.predict_versioned(model, inputs, signature=signature, version=version, label=label,
-                                      timeout=timeout, output_filter=output_filter)[0]
-
     def predict_versioned(self, model: str, inputs: Mapping[str, Any] | np.ndarray, *, signature: str = "",
                           version: int | None = None, label: str | None = None, timeout: float | None = None,
                           output_filter: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], int | None]:

@@ -110,12 +110,6 @@ class RestClient(ClientBase):
         return {n: from_json_value(v, dtypes[n]) for n, v in parts.items()}
 
     # ------------------------------------------------------------------------------------ API
-    def predict(self, model: str, inputs: Mapping[str, Any] | np.ndarray, *, signature: str = "",
-                version: int | None = None, label: str | None = None, timeout: float | None = None,
-                output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
-        return self.predict_versioned(model, inputs, signature=signature, version=version, label=label,
-                                      timeout=timeout, output_filter=output_filter)[0]
-
     def predict_versioned(self, model: str, inputs: Mapping[str, Any] | np.ndarray, *, signature: str = "",
                           version: int | None = None, label: str | None = None, timeout: float | None = None,
                           output_filter: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], int | None]:
