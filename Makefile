@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup export serve stop logs test test-docker docker-bootstrap k8s-config protos lock test-unit soak bench bench-tools bench-client browser-tools render-config clean clean-models
+.PHONY: help setup export serve stop logs test test-docker docker-bootstrap k8s-config protos lock test-unit soak bench profile bench-tools bench-client browser-tools render-config clean clean-models
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -159,6 +159,9 @@ bench-tools: ## install the native load generators (Debian's wrk and nghttp2-cli
 
 bench: $(STAMP) bench-tools ## server CPU µs/request, req/s and p99 under native load (wrk, h2load) vs peers and transport floors (results/native.*)
 	$(PY) benchmarks/native.py --seconds $(or $(BENCH_SECONDS),4) --rounds $(or $(BENCH_ROUNDS),3)
+
+profile: $(STAMP) bench-tools ## per-thread CPU and a py-spy profile of the server under gRPC and REST batch-1 load (results/profile.md)
+	$(PY) benchmarks/profile.py --seconds $(or $(BENCH_SECONDS),6)
 
 bench-client: $(STAMP) ## the client-library benchmark: Python load generator, in-process floor, peers (results/bench.*)
 	$(PY) benchmarks/run.py --duration $(or $(BENCH_SECONDS),3)

@@ -4,8 +4,9 @@ Each server runs pinned to CPU 0 and the load generator (wrk for REST, h2load fo
 so the numbers are the server's, not the load generator's. For every scenario the server's CPU time (utime +
 stime of all its threads, from /proc) is divided by the requests it answered: **server CPU µs per request**,
 beside req/s and latency percentiles. Servers: the project's (`python -m tfsb.server`), the hand-written peers
-(FastAPI, grpcio + TF2 signature function) and the transport floors (raw uvicorn ASGI and a grpcio server, both
-answering canned bytes). Scenarios run interleaved for several rounds; medians are reported.
+(FastAPI, grpcio + TF2 signature function) and the transport floors (raw uvicorn ASGI; for gRPC both a grpcio
+sync server and a `grpc.aio` one, all answering canned bytes; the project is set against the lower gRPC floor).
+Scenarios run interleaved for several rounds; medians are reported.
 
 Every run is checked for real successes: wrk's Lua script counts responses that are not 200 or lack the
 expected key; for gRPC (h2load sees only HTTP 200 either way) the response data bytes must add up to one full
@@ -297,11 +298,12 @@ def main(argv=None) -> int:
         for rnd in range(args.rounds):
             for transport, batch in SCENARIOS:
                 key = (transport, batch)
-                for kind in ("project", "peer", "floor"):
-                    if kind == "floor":
+                for kind in ("project", "peer", "floor") + (("floor_aio",) if transport == "gRPC" else ()):
+                    if kind.startswith("floor"):
                         (tmp / "reply.bin").write_bytes(replies[key])
                         port = free_port()
-                        script = "floor_asgi.py" if transport == "REST" else "floor_grpc.py"
+                        script = {"floor": "floor_asgi.py" if transport == "REST" else "floor_grpc.py",
+                                  "floor_aio": "floor_grpc_aio.py"}[kind]
                         proc = Proc(pinned(0, [PY, str(REPO / "benchmarks" / "peers" / script), f"--port={port}",
                                                f"--reply={tmp / 'reply.bin'}"]), port, tmp / "floor.log")
                     else:
@@ -377,6 +379,15 @@ def machine() -> str:
     return f"{_cpus()} CPUs ({model})"
 
 
+def floor_of(results: dict, t: str, b: int) -> float:
+    """The lower transport floor's CPU µs per request (gRPC: sync grpcio or grpc.aio, whichever is cheaper)."""
+    return min(results[f"{k}|{t}|b{b}"]["cpu_us"] for k in ("floor", "floor_aio") if f"{k}|{t}|b{b}" in results)
+
+
+# Issue 25's targets: (scenario, peer ÷ project at least, project ÷ lower floor at most)
+TARGETS = {("REST", 1): (4.0, 3.0), ("REST", 64): (3.0, None), ("gRPC", 1): (2.8, 1.3), ("gRPC", 64): (2.5, None)}
+
+
 def render(results: dict, scaling: dict | None, args) -> str:
     def g(kind, t, b, k):
         return results[f"{kind}|{t}|b{b}"][k]
@@ -384,16 +395,25 @@ def render(results: dict, scaling: dict | None, args) -> str:
     lines = [f"Machine: {machine()}. Server pinned to CPU 0, load generator (wrk / h2load) to CPU 1; "
              f"{args.connections} connections; {args.rounds} interleaved rounds of {args.seconds:g} s, medians.",
              "", "### Server CPU per request (µs; lower is better)", "",
-             "| scenario | project | hand-written peer | transport floor | peer ÷ project | project ÷ floor |",
-             "|---|---|---|---|---|---|"]
+             "| scenario | project | hand-written peer | transport floor (gRPC: sync / aio) | peer ÷ project "
+             "| project ÷ lower floor | target |",
+             "|---|---|---|---|---|---|---|"]
     for t, b in SCENARIOS:
-        pr, pe, fl = (g(k, t, b, "cpu_us") for k in ("project", "peer", "floor"))
-        lines.append(f"| {t} batch {b} | {pr:.0f} | {pe:.0f} | {fl:.0f} | {pe / pr:.2f}× | {pr / fl:.2f}× |")
+        pr, pe = g("project", t, b, "cpu_us"), g("peer", t, b, "cpu_us")
+        fl = floor_of(results, t, b)
+        floors = f"{g('floor', t, b, 'cpu_us'):.0f}" + (f" / {g('floor_aio', t, b, 'cpu_us'):.0f}"
+                                                         if f"floor_aio|{t}|b{b}" in results else "")
+        want_peer, want_floor = TARGETS[(t, b)]
+        met = pe / pr >= want_peer and (want_floor is None or pr / fl <= want_floor)
+        target = f"peer ÷ project ≥ {want_peer:g}" + (f", ÷ floor ≤ {want_floor:g}" if want_floor else "")
+        lines.append(f"| {t} batch {b} | {pr:.0f} | {pe:.0f} | {floors} | {pe / pr:.2f}× | {pr / fl:.2f}× | "
+                     f"{target}: {'met' if met else 'missed'} |")
     lines += ["", "### Throughput and latency (same runs)", "",
               "| scenario | project req/s | p50 / p99 ms | peer req/s | p50 / p99 ms | floor req/s | failed |",
               "|---|---|---|---|---|---|---|"]
     for t, b in SCENARIOS:
-        f = sum(results[f"{k}|{t}|b{b}"]["failed"] for k in ("project", "peer", "floor"))
+        kinds = [k for k in ("project", "peer", "floor", "floor_aio") if f"{k}|{t}|b{b}" in results]
+        f = sum(results[f"{k}|{t}|b{b}"]["failed"] for k in kinds)
         lines.append(f"| {t} batch {b} | {g('project', t, b, 'rps'):.0f} | {g('project', t, b, 'p50_ms'):.2f} / "
                      f"{g('project', t, b, 'p99_ms'):.2f} | {g('peer', t, b, 'rps'):.0f} | "
                      f"{g('peer', t, b, 'p50_ms'):.2f} / {g('peer', t, b, 'p99_ms'):.2f} | "
@@ -402,10 +422,11 @@ def render(results: dict, scaling: dict | None, args) -> str:
         n = args.processes
         lines += ["", f"### {n} server processes on the same ports vs 1 (unpinned, batch 1, "
                       f"{args.connections * 2} connections)", "",
-                  "| transport | 1 process req/s | " + f"{n} processes req/s | ratio |", "|---|---|---|---|"]
+                  "| transport | 1 process req/s | " + f"{n} processes req/s | ratio | target ≥ 1.6× |",
+                  "|---|---|---|---|---|"]
         for t in ("REST", "gRPC"):
             a, b = scaling[f"{t}|1"]["rps"], scaling[f"{t}|{n}"]["rps"]
-            lines.append(f"| {t} | {a:.0f} | {b:.0f} | {b / a:.2f}× |")
+            lines.append(f"| {t} | {a:.0f} | {b:.0f} | {b / a:.2f}× | {'met' if b / a >= 1.6 else 'missed'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -417,7 +438,7 @@ def chart(results: dict, path: Path) -> None:
 
     labels = [f"{t} b{b}" for t, b in SCENARIOS]
     peer = [results[f"peer|{t}|b{b}"]["cpu_us"] / results[f"project|{t}|b{b}"]["cpu_us"] for t, b in SCENARIOS]
-    floor = [results[f"project|{t}|b{b}"]["cpu_us"] / results[f"floor|{t}|b{b}"]["cpu_us"] for t, b in SCENARIOS]
+    floor = [results[f"project|{t}|b{b}"]["cpu_us"] / floor_of(results, t, b) for t, b in SCENARIOS]
     fig, ax = plt.subplots(figsize=(8, 4))
     xs = np.arange(len(labels))
     ax.bar(xs - 0.2, peer, 0.4, label="peer CPU ÷ project CPU (higher: project cheaper)")
