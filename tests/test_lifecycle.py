@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from tfsb.server.lifecycle import Lifecycle
 
 
@@ -90,3 +92,28 @@ def test_an_open_health_watch_does_not_hold_shutdown_for_the_grace_period(zoo):
     assert health_pb2.HealthCheckResponse.NOT_SERVING in statuses
     assert not stopper.is_alive() and took < 15, took  # not the 60 s grace period
     srv.stop()
+
+
+def test_the_server_holds_its_transports_by_what_they_bound(zoo, tmp_path):
+    """build_and_start wires a gRPC and a REST transport (the Transport protocol); each reports the address
+    it bound (TCP beside the unix socket), and the lifecycle drains both at shutdown."""
+    import requests
+
+    from tfsb.server.grpc_transport import GrpcTransport
+    from tfsb.server.rest import RestTransport
+    from tests.inprocess import InProcessServer
+
+    base, _ = zoo
+    sock = tmp_path / "grpc.sock"
+    srv = InProcessServer(["--model_name=linear", f"--model_base_path={base}/linear", "--grpc_bind_address=127.0.0.1",
+                           "--rest_api_bind_address=127.0.0.1", f"--grpc_socket_path={sock}"]).wait_ready()
+    try:
+        grpc_t, rest_t = srv.server.transports
+        assert isinstance(grpc_t, GrpcTransport) and isinstance(rest_t, RestTransport)
+        assert grpc_t.address == f"127.0.0.1:{srv.grpc_port}" and grpc_t.port == srv.grpc_port
+        assert rest_t.address == f"127.0.0.1:{srv.rest_port}"
+        assert requests.get(f"http://{rest_t.address}/v1/models/linear", timeout=10).status_code == 200
+    finally:
+        srv.stop()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{srv.rest_url}/v1/models/linear", timeout=5)
