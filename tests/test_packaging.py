@@ -195,20 +195,10 @@ def _requirement_names(reqs: list[str]) -> set[str]:
 
 
 def _third_party_imports(paths) -> set[str]:
-    import ast
+    from tests.test_structure import imports_of
 
-    std = set(sys.stdlib_module_names)
-    found = set()
-    for path in paths:
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            found |= {n.split(".")[0] for n in names} - std - {"tfsb", "tests", "benchmarks", "__future__"}
-    return found
+    own = set(sys.stdlib_module_names) | {"tfsb", "tests", "benchmarks", "__future__"}
+    return {n.split(".")[0] for path in paths for n in imports_of(path)} - own
 
 
 @pytest.mark.parametrize("part, extras", [

@@ -19,18 +19,21 @@ def _modules():
     yield from sorted(p for p in SRC.rglob("*.py") if p.name != "_descriptors.py")
 
 
-def _project_imports(path: Path) -> set[str]:
-    """Project modules a file imports (at any level: lazy imports count too)."""
+def imports_of(path: Path) -> set[str]:
+    """Every absolute import in a file (at any level: lazy imports count too), as `module` and `module.name`."""
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
+            out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        else:
-            continue
-        out.update(n for n in names if n.split(".")[0] in PACKAGES)
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
     return out
+
+
+def _project_imports(path: Path) -> set[str]:
+    """Project modules a file imports."""
+    return {n for n in imports_of(path) if n.split(".")[0] in PACKAGES}
 
 
 @pytest.mark.parametrize("path", list(_modules()), ids=lambda p: str(p.relative_to(REPO)))

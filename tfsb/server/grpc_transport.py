@@ -104,7 +104,7 @@ class GrpcTransport:
         gs.start()
         self._server = gs
         if s.port:
-            log.info("Running gRPC ModelServer at %s ...", host_port(s.bind_address, self.port))
+            log.info("Running gRPC ModelServer at %s ...", self.address)
         if s.socket_path:
             log.info("Running gRPC ModelServer at UNIX socket %s ...", s.socket_path)
 

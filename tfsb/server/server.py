@@ -39,10 +39,6 @@ class Server:
     control: workers.SharedControl | None = None  # --num_server_processes > 1
     transports: list[Transport] = field(default_factory=list)
 
-    @property
-    def metrics(self) -> Metrics:
-        return self.core.metrics
-
     def stop(self, grace: float = 20.0) -> None:
         """Readiness goes false first; then both transports stop accepting and let in-flight requests
         finish until `grace` s have passed (in parallel); requests still running then are answered
