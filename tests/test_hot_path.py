@@ -15,7 +15,9 @@ from tfsb.server.admission import MemoryBudget
 from tfsb.server.core import Core, Inference
 from tfsb.server.flags import parse_flags
 from tfsb.server.metrics import Metrics
-from tfsb.server.rest import INLINE_MAX_COST_S, _Costs
+from concurrent.futures import ThreadPoolExecutor
+
+from tfsb.server.rest import INLINE_COST_RATIO, _Costs
 from tfsb.server.rest_routes import RestHandler
 from tfsb.server.runtime import Signature
 
@@ -34,10 +36,10 @@ def test_session_default_runs_the_graph_on_the_calling_thread(tmp_path):
 
 
 def test_only_recently_cheap_routes_skip_the_worker_pool():
-    costs = _Costs()
+    costs = _Costs(handoff_s=1e-4)
     assert not costs.cheap("/v1/models/m:predict")  # unknown: the pool first
     for _ in range(5):
-        costs.observe("/v1/models/m:predict", INLINE_MAX_COST_S / 10)
+        costs.observe("/v1/models/m:predict", 1e-4)
     assert costs.cheap("/v1/models/m:predict")
     costs.observe("/v1/models/m:predict", 0.05)  # one slow answer (a new, slower version) moves it back
     assert not costs.cheap("/v1/models/m:predict")
@@ -45,6 +47,37 @@ def test_only_recently_cheap_routes_skip_the_worker_pool():
     for i in range(_Costs.MAX_PATHS + 10):  # client-chosen paths cannot grow it without bound
         costs.observe(f"/v1/models/m{i}:predict", 0.0)
     assert len(costs._ewma) <= _Costs.MAX_PATHS
+
+
+def test_the_inline_threshold_is_relative_to_the_hosts_own_hand_off():
+    """No wall-clock constant: the same route cost is cheap next to a slow host's hand-off and not next to a
+    fast host's."""
+    route = "/v1/models/m:predict"
+    slow, fast = _Costs(handoff_s=200e-6), _Costs(handoff_s=10e-6)
+    for costs in (slow, fast):
+        costs.observe(route, 400e-6)
+    assert slow.cheap(route) and not fast.cheap(route)
+    assert 400e-6 < INLINE_COST_RATIO * 200e-6 and 400e-6 > INLINE_COST_RATIO * 10e-6
+
+
+def test_queueing_in_a_busy_pool_cannot_raise_the_hand_off_estimate():
+    costs = _Costs(handoff_s=50e-6)
+    for _ in range(3 * _Costs.WINDOW):  # every round trip waited in the queue
+        costs.observe_handoff(0.02)
+    assert costs.handoff_s == 50e-6
+    for _ in range(_Costs.WINDOW):
+        costs.observe_handoff(20e-6)  # a quieter moment shows a cheaper hand-off: the estimate follows
+    assert costs.handoff_s == 20e-6
+    for _ in range(_Costs.WINDOW):
+        costs.observe_handoff(40e-6)  # and comes back up with the next window, never above the calibration
+    assert costs.handoff_s == 40e-6
+
+
+def test_the_hand_off_is_calibrated_on_the_idle_pool():
+    costs = _Costs()
+    with ThreadPoolExecutor(2) as pool:
+        measured = costs.calibrate(pool, samples=8)
+    assert 0 < measured < 1.0 and costs.handoff_s == measured
 
 
 def _sigdef() -> meta_graph_pb2.SignatureDef:

@@ -86,28 +86,63 @@ def gunzip(body: bytes, limit: int, on_chunk=None) -> bytes:
 
 
 INLINE_MAX_BODY = 16 * 1024  # bytes: a body this small parses in microseconds
-INLINE_MAX_COST_S = 0.0005  # a route whose recent handler time exceeds this keeps to the worker pool
+INLINE_COST_RATIO = 8  # a route is answered on the event loop while its handler costs under this many hand-offs
 
 
 class _Costs:
-    """Recent handler time per request path (model, version, verb), an exponentially weighted average: a
-    route is answered on the event loop only while it stays cheap, so a slow model never stalls the loop for
-    longer than one request. Bounded: paths are client-chosen."""
+    """Which routes are answered on the event loop, decided relative to this host's own transport cost.
+
+    Per request path (model, version, verb): an exponentially weighted average of the handler's time. Per
+    pool: the cost of one hand-off (to a worker thread and back), the minimum of a window of observed round
+    trips less their handler time, never above the start-up calibration with the pool idle, so queueing in
+    a busy pool cannot raise it. A route whose handler costs under `INLINE_COST_RATIO` hand-offs runs on the
+    loop: there the pool's two thread switches would cost more than the work, and the loop is held for no
+    longer than a few transport round trips. Both figures come from the same host, so the decision does
+    not flip with its speed. Bounded: paths are client-chosen."""
 
     MAX_PATHS = 1024
+    WINDOW = 256
 
-    def __init__(self):
+    def __init__(self, handoff_s: float = float("inf")):
         self._ewma: dict[str, float] = {}
+        self.calibrated_s = handoff_s
+        self._window: list[float] = []
+        self._window_min = float("inf")
+
+    @property
+    def handoff_s(self) -> float:
+        return min(self.calibrated_s, self._window_min)
+
+    def calibrate(self, pool: ThreadPoolExecutor, samples: int = 32) -> float:
+        """The idle pool's round trip: the least of `samples` no-op submissions (waited on from this thread,
+        as the loop waits on a future)."""
+        best = float("inf")
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            pool.submit(int).result()
+            best = min(best, time.perf_counter() - t0)
+        self.calibrated_s = best
+        return best
 
     def cheap(self, path: str) -> bool:
         cost = self._ewma.get(path)
-        return cost is not None and cost < INLINE_MAX_COST_S
+        return cost is not None and cost < INLINE_COST_RATIO * self.handoff_s
 
     def observe(self, path: str, seconds: float) -> None:
         old = self._ewma.get(path)
         if old is None and len(self._ewma) >= self.MAX_PATHS:
             self._ewma.clear()
         self._ewma[path] = seconds if old is None else 0.8 * old + 0.2 * seconds
+
+    def observe_handoff(self, seconds: float) -> None:
+        """A pool round trip less its handler time."""
+        w = self._window
+        w.append(seconds)
+        if len(w) >= self.WINDOW:
+            self._window_min = min(w)
+            w.clear()
+        elif seconds < self._window_min:
+            self._window_min = seconds
 
 
 @dataclass(frozen=True)
@@ -165,6 +200,7 @@ class RestApp:
         self._running: set[asyncio.Future] = set()
         self._cut = False
         self._costs = _Costs()
+        self._costs.calibrate(self.pool)
 
     def cut_off(self) -> None:
         """End of the shutdown grace period (on the loop): requests still running are answered 503 now."""
@@ -281,12 +317,15 @@ class RestApp:
             return error_answer(DeadlineExceededError("Deadline Exceeded"))
         return self.handler.process(method, path, body)
 
-    def _timed_run(self, method: str, path: str, body: bytes, gzipped: bool, held, deadline: float | None):
+    def _timed_run(self, method: str, path: str, body: bytes, gzipped: bool, held,
+                   deadline: float | None) -> tuple[Answer, float]:
         t0 = time.perf_counter()
         try:
-            return self._run(method, path, body, gzipped, held, deadline)
+            answer = self._run(method, path, body, gzipped, held, deadline)
         finally:
-            self._costs.observe(path, time.perf_counter() - t0)
+            took = time.perf_counter() - t0
+            self._costs.observe(path, took)
+        return answer, took
 
     async def _process(self, send, method: str, path: str, body: bytes, headers: dict, held) -> None:
         t0 = time.perf_counter()
@@ -297,15 +336,17 @@ class RestApp:
         gzipped = b"gzip" in headers.get(b"content-encoding", b"")
         if not gzipped and len(body) <= INLINE_MAX_BODY and self._costs.cheap(path):
             # Small and recently fast: answering here costs less than the two thread hand-offs of the pool.
-            answer = self._timed_run(method, path, body, gzipped, held, None)
+            answer, _ = self._timed_run(method, path, body, gzipped, held, None)
             self.metrics.request(self.core.metric_model_name(answer.model), answer.api, "REST", answer.code,
                                  time.perf_counter() - t0)
             await self._send(send, answer.status, answer.body, code=answer.code, version=answer.version)
             return
+        submitted = time.perf_counter()
         fut = loop.run_in_executor(self.pool, self._timed_run, method, path, body, gzipped, held, deadline)
         self._running.add(fut)
         try:
-            answer: Answer = await (asyncio.wait_for(fut, timeout) if timeout is not None else fut)
+            answer, took = await (asyncio.wait_for(fut, timeout) if timeout is not None else fut)
+            self._costs.observe_handoff(time.perf_counter() - submitted - took)
         except asyncio.TimeoutError:
             answer = error_answer(DeadlineExceededError("Deadline Exceeded"))
         except asyncio.CancelledError:
