@@ -206,6 +206,54 @@ def _sample_inputs(client, model: str, signature: str, seed: int) -> dict:
     return out
 
 
+def cmd_rollout(args):
+    from tfsb.client import canary
+    from tfsb.client.rollout import docker_replicas
+
+    client = _grpc_client(args)
+    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    servers = [canary.Server(client, args.rest_url)]
+    rest = list(args.replica_rest or [])
+    grpc_targets = list(args.replica or [])
+    if len(rest) != len(grpc_targets):
+        raise SystemExit("error: give one --replica-rest URL for each --replica (in the same order)")
+    if args.docker_service:
+        for t in docker_replicas(args.docker_service):
+            grpc_targets.append(t)
+            rest.append(f"http://{t.rsplit(':', 1)[0]}:8501")
+    from tfsb.client import GrpcClient
+
+    servers += [canary.Server(GrpcClient(t, timeout=args.timeout, tls=client.tls), r)
+                for t, r in zip(grpc_targets, rest) if t != client.target]
+    try:
+        steps = tuple(int(x) for x in args.steps.split(",") if x.strip())
+    except ValueError:
+        raise SystemExit(f"error: --steps is a comma-separated list of percentages, not {args.steps!r}") from None
+    if not steps or any(not 0 < p <= 100 for p in steps) or list(steps) != sorted(steps):
+        raise SystemExit("error: --steps must be increasing percentages in (0, 100]")
+    gates = canary.Gates(max_error_rate=args.max_error_rate, max_p99_ratio=args.max_p99_ratio,
+                         max_abs_diff=args.max_abs_diff, max_rel_diff=args.max_rel_diff,
+                         min_agreement=args.min_agreement, min_requests=args.min_requests)
+    plan = canary.Plan(args.model, args.to, args.baseline_label, args.canary_label, args.split_label,
+                       args.shadow_fraction, steps, args.hold, args.hold_requests, gates)
+    from tfsb.client.base import ServingClientError
+
+    try:
+        outcome = canary.run(plan, _config_path(args), servers, traffic_file=args.traffic_file,
+                             dry_run=args.dry_run, log=log)
+    except ServingClientError as e:
+        raise SystemExit(f"error: {e.code}: {e.message}") from None
+    except KeyError as e:
+        raise SystemExit(f"error: {e.args[0]}") from None
+    evidence = args.evidence or f"rollout-{args.model}-v{args.to}.json"
+    canary.save(outcome, evidence)
+    _print(args, outcome.to_doc(), lambda d: print(f"{d['model']} version {d['version']}: {d['result']}"
+                                                    f"{' (' + d['reason'] + ')' if d['reason'] else ''}; "
+                                                    f"evidence in {evidence}"))
+    if outcome.result == "rolled back":
+        raise SystemExit(3)
+
+
 def cmd_ab(args):
     from collections import Counter
 
@@ -303,6 +351,46 @@ def main(argv=None) -> int:
     sp.add_argument("--docker-service", metavar="[PROJECT/]SERVICE",
                     help="reload and verify every running container of this compose service (docker SDK)")
     sp.set_defaults(fn=cmd_label)
+    sp = sub.add_parser("rollout", help="gated rollout of a version: shadow, weighted steps, promote or roll back",
+                        description="Point the canary label at VERSION, mirror a share of live traffic to it "
+                                    "(shadow phase), then send growing shares of the split label's requests to "
+                                    "it; each step is held and judged by gates (error rate, p99 ratio, output "
+                                    "difference). Passing every step promotes (baseline label → VERSION); a "
+                                    "failed gate restores labels and traffic settings on every server. Needs "
+                                    "the embedded server (PUT /api/traffic). Exit 0 promoted, 3 rolled back.")
+    sp.add_argument("model", help="model name")
+    sp.add_argument("--to", type=int, required=True, metavar="VERSION", help="the version to roll out")
+    sp.add_argument("--config", help="the models.config the servers run on (as for `label`)")
+    sp.add_argument("--replica", action="append", metavar="HOST:PORT", help="another replica's gRPC address")
+    sp.add_argument("--replica-rest", action="append", metavar="URL",
+                    help="that replica's REST URL (one per --replica, same order)")
+    sp.add_argument("--docker-service", metavar="[PROJECT/]SERVICE",
+                    help="every running container of this compose service (gRPC 8500, REST 8501)")
+    sp.add_argument("--traffic-file", help="the --traffic_config_file the servers read: kept in step with them")
+    sp.add_argument("--baseline-label", default="stable", help="label serving today (default %(default)s)")
+    sp.add_argument("--canary-label", default="canary", help="label for the new version (default %(default)s)")
+    sp.add_argument("--split-label", default="rollout", help="opt-in label whose requests are split by weight "
+                                                            "(default %(default)s)")
+    sp.add_argument("--shadow-fraction", type=float, default=0.1,
+                    help="share of live requests mirrored in the shadow phase (0: no shadow phase; default "
+                         "%(default)s)")
+    sp.add_argument("--steps", default="5,25,50,100", help="canary percentages of the split label's requests "
+                                                          "(default %(default)s)")
+    sp.add_argument("--hold", type=float, default=30.0, help="seconds each step is held (default %(default)s)")
+    sp.add_argument("--hold-requests", type=int, default=0,
+                    help="end a step early once the canary answered this many requests (default: time only)")
+    sp.add_argument("--max-error-rate", type=float, default=0.01, help="gate (default %(default)s)")
+    sp.add_argument("--max-p99-ratio", type=float, default=2.0,
+                    help="gate: canary p99 / baseline p99 (default %(default)s)")
+    sp.add_argument("--max-abs-diff", type=float, default=1e-3, help="gate on shadow outputs (default %(default)s)")
+    sp.add_argument("--max-rel-diff", type=float, default=None, help="gate on shadow outputs (default: off)")
+    sp.add_argument("--min-agreement", type=float, default=0.99,
+                    help="gate: shadow classify top-class agreement (default %(default)s)")
+    sp.add_argument("--min-requests", type=int, default=20,
+                    help="fewer canary requests in a step fail it (default %(default)s)")
+    sp.add_argument("--evidence", help="JSON file for every step's evidence (default rollout-MODEL-vVERSION.json)")
+    sp.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    sp.set_defaults(fn=cmd_rollout)
     sp = sub.add_parser("ab", help="weighted, sticky A/B traffic across labels (gRPC, or REST with --rest)",
                         description="Send --requests predicts, each from one of --users simulated users; a user "
                                     "always lands on the same label while the weights stay the same. Prints per-"

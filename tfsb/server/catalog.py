@@ -1,6 +1,7 @@
 """`GET /api/models`: every configured model in one call — versions with their states (and load errors),
-labels, the latest version's signatures, and per-version request counts and model time (TF Serving has no
-such call: tensorflow/serving#795). Base paths are left out."""
+labels, the latest version's signatures, per-version request counts and model time (TF Serving has no
+such call: tensorflow/serving#795), and for a model with a traffic entry its config and the canary evidence
+since start-up (per role and version). Base paths are left out."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import os
 from tfsb.server.metrics import Metrics
 from tfsb.wire.tensor_proto import signature_summary
 from tfsb.server.openapi import loaded_signatures
+from tfsb.server.traffic import Traffic
+from tfsb.wire.evidence import reading_delta, summary
 
 
 def _without_paths(message: str, version_path: str) -> str:
@@ -17,13 +20,14 @@ def _without_paths(message: str, version_path: str) -> str:
     return message.replace(version_path, "<version dir>").replace(base, "<base path>") if base else message
 
 
-def model_list(registry, metrics: Metrics) -> dict:
+def model_list(registry, metrics: Metrics, traffic: Traffic | None = None) -> dict:
     """Models, versions, states, labels and signatures: what an operator needs, and no host paths (the REST
     port may be reachable by people who should not learn the server's filesystem layout)."""
     counts = metrics.per_version()
     cfg = registry.config
     configured = {m.name: m for m in cfg.model_config_list.config} if cfg is not None else {}
     models = []
+    readings = traffic.readings() if traffic is not None and traffic.config.models else {}
     for name in registry.names():
         mv = registry.model(name)
         if mv is None:
@@ -38,4 +42,11 @@ def model_list(registry, metrics: Metrics) -> dict:
         models.append({"name": name, "platform": (m.model_platform if m is not None else "") or "tensorflow",
                        "labels": registry.labels(name), "versions": versions,
                        "signatures": signature_summary(loaded_signatures(registry, name), tensor_names=True)})
+        entry = traffic.entry(name) if traffic is not None else None
+        if entry is not None:
+            evidence = reading_delta(readings.get(name, {}), None)
+            models[-1]["traffic"] = {
+                "config": traffic.config.to_doc()["models"][name],
+                "evidence": {role: {v: summary(side) for v, side in sorted(sides.items())}
+                             for role, sides in sorted(evidence.items())}}
     return {"models": models}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Collection, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -24,6 +24,8 @@ from tfsb.errors import (FailedPreconditionError, InternalError, InvalidArgument
                             ServingError, UnimplementedError)
 from tfsb.server.registry import ModelRegistry
 from tfsb.server.runtime import SavedModelServable, Signature
+from tfsb.server.traffic import (SHADOW_API, Traffic, compare_classifications, compare_regressions,
+                                 compare_tensors)
 from tfsb.server.versions import State, VersionRecord
 from tfsb.wire.spec import DEFAULT_SIGNATURE, Spec, spec_from_proto
 
@@ -39,6 +41,7 @@ class Prediction:
     version: int
     signature_name: str
     outputs: dict[str, np.ndarray]
+    inputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # as decoded: a shadow call reuses them
 
 
 class Decoder(Protocol):
@@ -99,10 +102,11 @@ class Inference:
         t0 = time.perf_counter()
         result = servable.run_signature(sig, dict(feeds), outputs)
         took = time.perf_counter() - t0
-        self.metrics.runtime_latency(spec.name, api, servable.RUNTIME, took)
-        if api != WARMUP_API:  # replayed warmup records are not traffic
+        if api != SHADOW_API:  # mirrored calls are counted by the traffic metrics only
+            self.metrics.runtime_latency(spec.name, api, servable.RUNTIME, took)
+        if api not in (WARMUP_API, SHADOW_API):  # replayed warmup records are not traffic
             self.metrics.version_request(spec.name, version, spec.label, took)
-        return Prediction(spec.name, version, spec.signature, result)
+        return Prediction(spec.name, version, spec.signature, result, feeds)
 
     @staticmethod
     def _check_inputs(sig: Signature, feeds: dict[str, np.ndarray]) -> None:
@@ -238,8 +242,10 @@ class Inference:
         fetch = sorted({sig.outputs[o].name for sig, _, outs in sigs for o in outs})
         return dict(zip(fetch, servable.run(feeds, fetch)))
 
-    def examples_on(self, servable: SavedModelServable, spec: Spec, inp: input_pb2.Input, api: ExampleApi):
-        """Classify or regress against one given servable."""
+    def examples_on(self, servable: SavedModelServable, spec: Spec, inp: input_pb2.Input, api: ExampleApi, *,
+                    shadow: bool = False):
+        """Classify or regress against one given servable (`shadow`: a mirrored call, kept out of TF Serving's
+        metrics)."""
         sig = servable.signatures.get(spec.signature)
         if sig is None:
             raise InvalidArgumentError(f"No signature was found with the name: {spec.signature}")
@@ -247,7 +253,8 @@ class Inference:
         examples = self.serialize_input(inp)
         t0 = time.perf_counter()
         by_name = self._run_examples(servable, [(sig, inp_alias, outs)], examples)
-        self.metrics.runtime_latency(spec.name, api.metric, servable.RUNTIME, time.perf_counter() - t0)
+        if not shadow:
+            self.metrics.runtime_latency(spec.name, api.metric, servable.RUNTIME, time.perf_counter() - t0)
         out = {o: by_name[sig.outputs[o].name] for o in outs}
         build = self._classification_result if api is ExampleApi.CLASSIFY else self._regression_result
         return build(out, len(examples))
@@ -295,11 +302,13 @@ class Core:
     """What the transports call: resolve the servable a request names (one lookup per request, held until
     the answer is built), then run the request through `Inference` on it."""
 
-    def __init__(self, registry: ModelRegistry, inference: Inference, *, budget: MemoryBudget = UNLIMITED):
+    def __init__(self, registry: ModelRegistry, inference: Inference, *, budget: MemoryBudget = UNLIMITED,
+                 traffic: Traffic | None = None):
         self.registry = registry
         self.inference = inference
         self.metrics = inference.metrics
         self.budget = budget  # request memory in flight, shared by every transport
+        self.traffic = traffic  # shadow traffic and the weighted-split label (tfsb.server.traffic)
 
     def metric_model_name(self, name: str) -> str:
         """The model_name label for a request: names the config does not know share one label, so clients
@@ -311,6 +320,10 @@ class Core:
     def servable(self, spec: Spec) -> Iterator[VersionRecord]:
         if not spec.name:
             raise InvalidArgumentError("ModelSpec has no name specified.")
+        if spec.label is not None and self.traffic is not None:  # a split label resolves for every API
+            entry = self.traffic.entry(spec.name)
+            if entry is not None:
+                spec = self.traffic.route(spec, entry)
         versions, version = self.registry.resolve(spec.name, spec.version, spec.label)
         with versions.acquire(version) as rec:
             yield rec
@@ -318,8 +331,37 @@ class Core:
     # ------------------------------------------------------------------------------------ requests
     def predict(self, spec: Spec, inputs: dict[str, np.ndarray] | Decoder,
                 output_filter: Sequence[str] = (), *, api: str = "Predict") -> Prediction:
+        entry = self.traffic.entry(spec.name) if self.traffic is not None else None
+        if entry is None:
+            with self.servable(spec) as rec:
+                return self.inference.predict_on(rec.servable, rec.version, spec, inputs, output_filter, api=api)
+        spec = self.traffic.route(spec, entry)
+        pred = self._live(spec, lambda rec: self.inference.predict_on(rec.servable, rec.version, spec, inputs,
+                                                                       output_filter, api=api))
+        feeds = pred.inputs
+
+        def run(target: Spec):
+            with self.servable(replace(target, signature_name=spec.signature_name)) as rec:
+                t0 = time.perf_counter()
+                shadow = self.inference.predict_on(rec.servable, rec.version, replace(
+                    target, signature_name=spec.signature_name), dict(feeds), output_filter, api=SHADOW_API)
+                return rec.version, shadow.outputs, time.perf_counter() - t0
+
+        self.traffic.mirror(spec.name, entry, pred.version, sum(a.nbytes for a in feeds.values()), self.budget,
+                            run, lambda outputs: compare_tensors(pred.outputs, outputs))
+        return pred
+
+    def _live(self, spec: Spec, call):
+        """A request to a model with a traffic entry: counted per version it resolved to, errors included."""
         with self.servable(spec) as rec:
-            return self.inference.predict_on(rec.servable, rec.version, spec, inputs, output_filter, api=api)
+            t0 = time.perf_counter()
+            try:
+                out = call(rec)
+            except ServingError as e:
+                self.traffic.live(spec.name, rec.version, e.code.name, None)
+                raise
+            self.traffic.live(spec.name, rec.version, "OK", time.perf_counter() - t0)
+            return out
 
     def classify(self, spec: Spec, inp: input_pb2.Input) -> tuple[int, classification_pb2.ClassificationResult]:
         return self._example_api(spec, inp, ExampleApi.CLASSIFY)
@@ -328,8 +370,29 @@ class Core:
         return self._example_api(spec, inp, ExampleApi.REGRESS)
 
     def _example_api(self, spec: Spec, inp: input_pb2.Input, api: ExampleApi):
-        with self.servable(spec) as rec:
-            return rec.version, self.inference.examples_on(rec.servable, spec, inp, api)
+        entry = self.traffic.entry(spec.name) if self.traffic is not None else None
+        if entry is None:
+            with self.servable(spec) as rec:
+                return rec.version, self.inference.examples_on(rec.servable, spec, inp, api)
+        spec = self.traffic.route(spec, entry)
+        version, result = self._live(spec, lambda rec: (rec.version, self.inference.examples_on(
+            rec.servable, spec, inp, api)))
+
+        def run(target: Spec):
+            target = replace(target, signature_name=spec.signature_name)
+            with self.servable(target) as rec:
+                t0 = time.perf_counter()
+                out = self.inference.examples_on(rec.servable, target, inp, api, shadow=True)
+                return rec.version, out, time.perf_counter() - t0
+
+        if api is ExampleApi.CLASSIFY:
+            def compare(shadow):
+                return (None, None, *compare_classifications(result, shadow))
+        else:
+            def compare(shadow):
+                return (*compare_regressions(result, shadow), 0, 0)
+        self.traffic.mirror(spec.name, entry, version, inp.ByteSize(), self.budget, run, compare)
+        return version, result
 
     def multi_inference(self, request: inference_pb2.MultiInferenceRequest) -> inference_pb2.MultiInferenceResponse:
         tasks = list(request.tasks)

@@ -1,7 +1,7 @@
 """The REST additions outside TF Serving's `/v1/...` namespace (`--rest_api_extensions`, on by default): the
-OpenAPI description, the model list, the last minutes of traffic (for the charts) and the dashboard's static
-files. Read-only GETs, answered from the worker
-pool (they walk the registry and the metrics)."""
+OpenAPI description, the model list, the last minutes of traffic (for the charts), the traffic config and
+its evidence (`/api/traffic`: GET, and PUT to replace it) and the dashboard's static files. Answered from the
+worker pool (they walk the registry and the metrics)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,16 @@ from importlib import resources
 import orjson
 
 from tfsb import __version__
+from tfsb.errors import FailedPreconditionError, PermissionDeniedError, ServingError
 from tfsb.server import catalog, openapi
 from tfsb.server.history import History
+from tfsb.server.rest_routes import Answer, error_answer
+from tfsb.server.traffic import Traffic, TrafficConfig
 
 _STATIC = {"index.html": b"text/html; charset=utf-8", "app.js": b"text/javascript; charset=utf-8",
            "style.css": b"text/css; charset=utf-8"}
 _JSON = b"application/json"
+TRAFFIC = "/api/traffic"
 
 
 def _static(name: str) -> bytes:
@@ -25,16 +29,19 @@ def _static(name: str) -> bytes:
 class Extensions:
     """The routes, over the parts they read: the registry (models, signatures) and the traffic history."""
 
-    def __init__(self, registry, history: History):
+    def __init__(self, registry, history: History, traffic: Traffic | None = None):
         self.registry = registry
         self.history = history
         self.metrics = history.metrics
+        self.traffic = traffic
 
     def get(self, path: str) -> tuple[int, bytes, bytes]:
         """(HTTP status, body, content type) for a GET under /api/ or /dashboard."""
         route = path.split("?", 1)[0]
         if route == "/api/models":
-            return 200, orjson.dumps(catalog.model_list(self.registry, self.metrics)), _JSON
+            return 200, orjson.dumps(catalog.model_list(self.registry, self.metrics, self.traffic)), _JSON
+        if route == TRAFFIC and self.traffic is not None:
+            return 200, orjson.dumps(self.traffic_document()), _JSON
         if route == "/api/history":
             return 200, orjson.dumps(self.history.series()), _JSON
         if route == "/api/openapi.json":
@@ -45,3 +52,25 @@ class Extensions:
         if name in _STATIC:
             return 200, _static(name), _STATIC[name]
         return 404, orjson.dumps({"error": f"Not found: {route}"}), _JSON
+
+    def traffic_document(self) -> dict:
+        t = self.traffic
+        return {"digest": t.config.digest, "source": t.source, "config": t.config.to_doc(),
+                "shadow_pending": t.pending(), "readings": t.readings()}
+
+    def put_traffic(self, body: bytes, allowed: str) -> Answer:
+        """Replace the traffic config of this process (the rollout tool's step), as a config reload is allowed."""
+        try:
+            if self.traffic is None:
+                raise FailedPreconditionError("this server has no traffic control")
+            if allowed == "workers":
+                raise FailedPreconditionError(
+                    "PUT /api/traffic would reach one of several worker processes (--num_server_processes): "
+                    "change --traffic_config_file instead; every worker re-reads it")
+            if allowed != "enabled":
+                raise PermissionDeniedError(f"changing the traffic config is refused as config reloads are "
+                                            f"(--model_config_reload_api={allowed})")
+            self.traffic.apply(TrafficConfig.parse(body), "PUT " + TRAFFIC)
+        except ServingError as e:
+            return error_answer(e)
+        return Answer(200, orjson.dumps({"digest": self.traffic.config.digest, "config": self.traffic.config.to_doc()}))

@@ -113,6 +113,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag("rest_api_bind_address", "string", "0.0.0.0", "[embedded server] Address the REST port listens on."),
     Flag("model_config_reload_api", "string", "enabled", "[embedded server] ModelService/HandleReloadConfigRequest: "
          "enabled | unix_socket_only (only over --grpc_socket_path) | disabled."),
+    Flag("traffic_config_file", "string", "", "[embedded server] Progressive delivery, outside the model config: "
+         "a JSON file of shadow traffic and weighted-split labels per model (tfsb.server.traffic); re-read when it "
+         "changes. Also set at run time with PUT /api/traffic (allowed as --model_config_reload_api allows reloads)."),
+    Flag("traffic_config_poll_seconds", "int32", 1, "[embedded server] How often --traffic_config_file is checked "
+         "for changes. 0 = read once at start-up."),
     Flag("model_config_reload_wait_seconds", "int32", 60, "[embedded server] How long a config reload waits for "
          "added models to load before answering (loading continues afterwards)."),
     Flag("rest_api_max_header_bytes", "int32", 64 * 1024, "[embedded server] Largest request line plus headers; "

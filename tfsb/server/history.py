@@ -12,6 +12,7 @@ import time
 from collections import deque
 
 from tfsb.server.metrics import Metrics
+from tfsb.wire.buckets import delta as _delta, quantile as _quantile
 
 PERIOD_S = 2.0
 KEEP = 150  # points: five minutes at the default period
@@ -31,22 +32,6 @@ def _read(metrics: Metrics) -> _Reading:
             buckets.append((float(labels["le"]), value))
         out[key] = (count, buckets)
     return {k: (c, sorted(b)) for k, (c, b) in out.items()}
-
-
-def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
-    """The q-quantile (µs) of a bucketed distribution: the upper bound of the bucket that holds it."""
-    total = buckets[-1][1] if buckets else 0.0
-    if total <= 0:
-        return None
-    for le, n in buckets:
-        if n >= q * total:
-            return le if le != float("inf") else buckets[-2][0]
-    return None
-
-
-def _delta(now: list[tuple[float, float]], before: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    prev = dict(before)
-    return [(le, n - prev.get(le, 0.0)) for le, n in now]
 
 
 class History:

@@ -18,6 +18,15 @@ _LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(33))
 _LOAD_BUCKETS_US = tuple(10**i for i in range(3, 10))
 _BATCH_BUCKETS = tuple(2**i for i in range(0, 13))
 VERSION_RUNTIME_NAME = ":tensorflow_serving_bundle:version_runtime_latency"
+# progressive delivery (tfsb.server.traffic): live requests per version of a model with a traffic entry, the
+# mirrored (shadow) calls, and how the shadow's outputs differ from the answer the client got
+TRAFFIC_REQUESTS = ":tensorflow_serving_bundle:traffic_requests"
+TRAFFIC_LATENCY = ":tensorflow_serving_bundle:traffic_latency"
+SHADOW_ABS_DIFF = ":tensorflow_serving_bundle:shadow_output_abs_diff"
+SHADOW_REL_DIFF = ":tensorflow_serving_bundle:shadow_output_rel_diff"
+SHADOW_AGREEMENT = ":tensorflow_serving_bundle:shadow_agreement"
+TRAFFIC_FAMILIES = (TRAFFIC_REQUESTS, TRAFFIC_LATENCY, SHADOW_ABS_DIFF, SHADOW_REL_DIFF, SHADOW_AGREEMENT)
+_DIFF_BUCKETS = (0.0, *(10.0**i for i in range(-7, 4)))
 
 
 class Metrics:
@@ -67,6 +76,20 @@ class Metrics:
                                         ["execution_batch_size"], buckets=_BATCH_BUCKETS, registry=r)
         self._batch_runs = Counter(":tensorflow:serving:batching_session:wrapped_run_count", "Batched runs.",
                                    registry=r)
+        self._traffic_requests = Counter(TRAFFIC_REQUESTS, "Requests to a model with a traffic entry, per version "
+                                         "and role (live: answered to a client; shadow: mirrored, or DROPPED).",
+                                         ["model_name", "version", "role", "status"], registry=r)
+        self._traffic_latency = Histogram(TRAFFIC_LATENCY, "Model time (µs) of successful live and shadow calls.",
+                                          ["model_name", "version", "role"], buckets=_LATENCY_BUCKETS_US, registry=r)
+        self._shadow_abs = Histogram(SHADOW_ABS_DIFF, "Largest absolute difference between a shadow call's outputs "
+                                     "and the live answer's (inf: shapes or types differ).",
+                                     ["model_name", "version", "baseline"], buckets=_DIFF_BUCKETS, registry=r)
+        self._shadow_rel = Histogram(SHADOW_REL_DIFF, "Largest relative difference between a shadow call's outputs "
+                                     "and the live answer's.", ["model_name", "version", "baseline"],
+                                     buckets=_DIFF_BUCKETS, registry=r)
+        self._shadow_agreement = Counter(SHADOW_AGREEMENT, "Examples (classify: top class) or tensors (non-numeric "
+                                         "outputs) on which the shadow agreed with the live answer, or not.",
+                                         ["model_name", "version", "baseline", "agree"], registry=r)
         self._children: dict[tuple, object] = {}
 
     # ------------------------------------------------------------------------------------ reading
@@ -120,6 +143,29 @@ class Metrics:
 
     def version_request(self, model: str, version: int, label: str | None, seconds: float) -> None:
         self._child(self._version_runtime, model, str(version), label or "").observe(seconds * 1e6)
+
+    def traffic_request(self, model: str, version: str, role: str, status: str, seconds: float | None) -> None:
+        self._child(self._traffic_requests, model, version, role, status).inc()
+        if seconds is not None:
+            self._child(self._traffic_latency, model, version, role).observe(seconds * 1e6)
+
+    def shadow_compare(self, model: str, version: str, baseline: str, abs_diff: float | None,
+                       rel_diff: float | None, agree: int = 0, disagree: int = 0) -> None:
+        if abs_diff is not None:
+            self._child(self._shadow_abs, model, version, baseline).observe(abs_diff)
+        if rel_diff is not None:
+            self._child(self._shadow_rel, model, version, baseline).observe(rel_diff)
+        if agree:
+            self._child(self._shadow_agreement, model, version, baseline, "true").inc(agree)
+        if disagree:
+            self._child(self._shadow_agreement, model, version, baseline, "false").inc(disagree)
+
+    def traffic_samples(self) -> Iterator[tuple[str, str, dict, float]]:
+        """(family, sample name, labels, value) of the progressive-delivery families (all workers')."""
+        for fam in self.collect():
+            if fam.name in TRAFFIC_FAMILIES:
+                for s in fam.samples:
+                    yield fam.name, s.name, s.labels, s.value
 
     def load(self, path: str, ok: bool, seconds: float) -> None:
         self._load_attempts.labels(path, "success" if ok else "fail").inc()

@@ -161,6 +161,7 @@ class RestSettings:
     grace_s: float
     reuse_port: bool
     options: ServerOptions  # for rest_protocol.guarded_protocol: header/body timeouts, connection cap
+    traffic_push: str = "enabled"  # PUT /api/traffic: as --model_config_reload_api, or "workers" (refused)
 
     @classmethod
     def from_options(cls, opts: ServerOptions, *, reuse_port: bool) -> "RestSettings":
@@ -169,7 +170,7 @@ class RestSettings:
                    opts.rest_api_enable_cors_support, max(0, opts.max_inflight_requests),
                    max(0, opts.rest_api_max_request_bytes), opts.rest_api_extensions,
                    max(1, opts.rest_api_idle_timeout_seconds), float(max(0, opts.shutdown_grace_period_seconds)),
-                   reuse_port, opts)
+                   reuse_port, opts, "workers" if reuse_port else opts.model_config_reload_api)
 
 
 class RestApp:
@@ -194,7 +195,8 @@ class RestApp:
         if settings.extensions:
             history = History(self.metrics)
             history.start(lifecycle)
-            self.extensions = extensions.Extensions(registry, history)
+            self.extensions = extensions.Extensions(registry, history, core.traffic)
+        self.traffic_push = settings.traffic_push
         self.inflight = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self._running: set[asyncio.Future] = set()
@@ -234,7 +236,7 @@ class RestApp:
             status, out, ctype = await asyncio.get_running_loop().run_in_executor(self.pool, self.extensions.get, path)
             await self._send(send, status, out, ctype=ctype, close=unread)
             return
-        if not _V1_RE.fullmatch(path):
+        if not _V1_RE.fullmatch(path) and not (self.extensions and method == "PUT" and path == extensions.TRAFFIC):
             await self._send(send, 404, _not_found_html(path), ctype=b"text/html", close=unread)
             return
         if method == "OPTIONS":
@@ -315,6 +317,8 @@ class RestApp:
                 return error_answer(e)
         if deadline is not None and time.monotonic() > deadline:  # the client already has its 504
             return error_answer(DeadlineExceededError("Deadline Exceeded"))
+        if method == "PUT" and path == extensions.TRAFFIC:
+            return self.extensions.put_traffic(body, self.traffic_push)
         return self.handler.process(method, path, body)
 
     def _timed_run(self, method: str, path: str, body: bytes, gzipped: bool, held,

@@ -21,6 +21,7 @@ from tfsb.server.platform import Loader, load_settings
 from tfsb.server.ports import check_ports
 from tfsb.server.registry import ModelRegistry
 from tfsb.server.tls import server_credentials
+from tfsb.server.traffic import Traffic
 from tfsb.server.transport import Transport
 from tfsb.server.versions import LoadPolicy, VersionRecord
 
@@ -93,6 +94,11 @@ def build_and_start(opts: ServerOptions) -> Server:
     monitoring = _monitoring(opts)  # every config file is read before minutes of model loading
     creds = server_credentials(opts)  # and a TLS mistake is named before them, not after
     server = build(opts)
+    if opts.traffic_config_file:
+        try:
+            server.core.traffic.load_file(opts.traffic_config_file)
+        except OSError as e:
+            raise InvalidArgumentError(f"--traffic_config_file {opts.traffic_config_file}: {e.strerror}") from None
     _raise_open_file_limit()
     if workers.is_worker():
         server.control = workers.SharedControl(server.registry, float(max(0, opts.model_config_reload_wait_seconds)))
@@ -101,6 +107,8 @@ def build_and_start(opts: ServerOptions) -> Server:
         server.registry.apply(config)  # blocks until every model's first version is AVAILABLE or failed
     server.registry.start_polling()
     _start_config_poller(server)
+    if opts.traffic_config_file and opts.traffic_config_poll_seconds > 0:
+        server.core.traffic.watch(opts.traffic_config_file, opts.traffic_config_poll_seconds, server.lifecycle)
     shared = server.control is not None  # sibling worker processes share the ports
     from tfsb.server.grpc_transport import GrpcSettings, GrpcTransport
 
@@ -119,6 +127,7 @@ def build_and_start(opts: ServerOptions) -> Server:
     for transport in server.transports:
         transport.start()
         server.lifecycle.on_drain(transport.drain)
+    server.lifecycle.on_drain(lambda _grace: server.core.traffic.stop())
     server.lifecycle.serving()
     for name in server.registry.names():
         log.info("model %s: AVAILABLE versions %s", name, server.registry.model(name).available())
@@ -149,7 +158,8 @@ def build(opts: ServerOptions) -> Server:
                              allow_unavailable_labels=opts.allow_version_labels_for_unavailable_models,
                              on_event=on_event, on_removed=metrics.forget_model, platforms=frozenset(settings))
     lifecycle = Lifecycle(models_available=registry.all_models_available)
-    core = Core(registry, inference, budget=MemoryBudget(opts.request_memory_budget_bytes))
+    traffic = Traffic(metrics, registry.labels)
+    core = Core(registry, inference, budget=MemoryBudget(opts.request_memory_budget_bytes), traffic=traffic)
     return Server(opts, registry, core, lifecycle)
 
 

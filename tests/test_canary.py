@@ -1,0 +1,230 @@
+"""Progressive delivery end to end against a real server (issue 27): shadow traffic and its evidence, the
+weighted-split label for plain clients, and `tfsb-client rollout` — a biased canary fails the output gate and
+is rolled back, a slow one fails the latency gate, a good one is promoted — with no failed client request."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+
+import numpy as np
+import pytest
+import requests
+
+from tests import canary_models
+from tests.inprocess import run_main
+from tests.server_util import serving, wait_for
+
+X = np.array([[1.0, 2.0, 3.0, 4.0]], np.float32)
+BASE_TRAFFIC = {"models": {"lin": {"split": {"label": "rollout", "weights": {"stable": 100}}}}}
+
+
+def _config(base) -> str:
+    return f'''model_config_list {{
+  config {{
+    name: "lin"
+    base_path: "{base}"
+    model_platform: "tensorflow"
+    model_version_policy {{ specific {{ versions: 1 versions: 2 versions: 3 versions: 4 }} }}
+    version_labels {{ key: "stable" value: 1 }}
+  }}
+}}
+'''
+
+
+@pytest.fixture(scope="module")
+def canary_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("canary")
+    base = canary_models.publish(tmp / "models", "lin", {1: {}, 2: {}, 3: {"bias": 0.5}, 4: {"slow": 60}})
+    (tmp / "models.config").write_text(_config(base))
+    (tmp / "traffic.json").write_text(json.dumps(BASE_TRAFFIC))
+    with serving([f"--model_config_file={tmp / 'models.config'}", f"--traffic_config_file={tmp / 'traffic.json'}",
+                  "--allow_version_labels_for_unavailable_models=true", "--traffic_config_poll_seconds=1"]) as srv:
+        srv.tmp = tmp
+        wait_for(lambda: len(requests.get(f"{srv.rest_url}/v1/models/lin", timeout=5).json()["model_version_status"])
+                 == 4 and all(s["state"] == "AVAILABLE" for s in requests.get(
+                     f"{srv.rest_url}/v1/models/lin", timeout=5).json()["model_version_status"]),
+                 timeout=120, what="four versions of lin")
+        yield srv
+
+
+def _reset(srv) -> None:
+    (srv.tmp / "models.config").write_text(_config(srv.tmp / "models" / "lin"))
+    from tfsb.client import GrpcClient
+    from tfsb.client.rollout import read_config
+
+    with GrpcClient(srv.grpc_target, retries=0) as c:
+        c.reload_config(read_config(srv.tmp / "models.config"))
+    requests.put(f"{srv.rest_url}/api/traffic", data=json.dumps(BASE_TRAFFIC), timeout=5).raise_for_status()
+
+
+class _Load:
+    """Plain clients during a rollout: REST predicts naming the baseline label and the split label, gRPC
+    predicts naming the baseline label. Counts versions per label and every failure."""
+
+    def __init__(self, srv):
+        self.srv = srv
+        self.versions: dict[str, Counter] = {"stable": Counter(), "rollout": Counter()}
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._rest, args=(label,), daemon=True)
+                         for label in ("stable", "rollout")] + [threading.Thread(target=self._grpc, daemon=True)]
+
+    def _rest(self, label: str) -> None:
+        s = requests.Session()
+        body = json.dumps({"instances": X.tolist()})
+        while not self._stop.wait(0.005):
+            try:
+                r = s.post(f"{self.srv.rest_url}/v1/models/lin/labels/{label}:predict", data=body, timeout=30)
+                if r.status_code != 200:
+                    self.failures.append(f"REST {label}: {r.status_code} {r.text[:200]}")
+                else:
+                    self.versions[label][int(r.headers["x-tf-serving-model-version"])] += 1
+            except requests.RequestException as e:
+                self.failures.append(f"REST {label}: {e}")
+
+    def _grpc(self) -> None:
+        from tfsb.client import GrpcClient
+        from tfsb.client.base import ServingClientError
+
+        with GrpcClient(self.srv.grpc_target, retries=0) as c:
+            while not self._stop.wait(0.005):
+                try:
+                    c.predict("lin", {"x": X}, label="stable", timeout=30)
+                except ServingClientError as e:
+                    self.failures.append(f"gRPC: {e}")
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+
+def _rollout(srv, version: int, tmp_path, *extra: str):
+    evidence = tmp_path / "evidence.json"
+    r = run_main("tfsb.client", ["--grpc-target", srv.grpc_target, "--rest-url", srv.rest_url, "rollout", "lin",
+                                 "--to", str(version), "--config", str(srv.tmp / "models.config"),
+                                 "--traffic-file", str(srv.tmp / "traffic.json"), "--shadow-fraction", "1",
+                                 "--steps", "50,100", "--hold", "20", "--hold-requests", "40",
+                                 "--evidence", str(evidence), *extra])
+    return r, json.loads(evidence.read_text()) if evidence.exists() else None
+
+
+def _labels(srv) -> dict:
+    return {m["name"]: m for m in requests.get(f"{srv.rest_url}/api/models", timeout=5).json()["models"]}["lin"][
+        "labels"]
+
+
+def _traffic(srv) -> dict:
+    return requests.get(f"{srv.rest_url}/api/traffic", timeout=5).json()
+
+
+def test_a_biased_canary_fails_the_output_gate_and_is_rolled_back(canary_server, tmp_path):
+    srv = canary_server
+    _reset(srv)
+    with _Load(srv) as load:
+        r, ev = _rollout(srv, 3, tmp_path)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert ev["result"] == "rolled back" and ev["baseline"] == 1
+    shadow = ev["steps"][0]
+    assert shadow["step"] == "shadow" and not shadow["passed"]
+    assert any("outputs differ" in g for g in shadow["failed_gates"]), shadow
+    assert float(shadow["evidence"]["shadow"]["3"]["max_abs_diff"]) >= 0.5
+    assert len(ev["steps"]) == 1  # no weighted step ran
+    assert _labels(srv) == {"stable": 1}  # the canary label the tool added is gone again
+    assert _traffic(srv)["config"] == BASE_TRAFFIC
+    assert json.loads((srv.tmp / "traffic.json").read_text())["models"]["lin"]["split"]["weights"] == {"stable": 100}
+    assert load.failures == [], load.failures[:5]
+    assert set(load.versions["stable"]) == {1} and set(load.versions["rollout"]) == {1}
+
+
+def test_a_slow_canary_fails_the_latency_gate(canary_server, tmp_path):
+    srv = canary_server
+    _reset(srv)
+    with _Load(srv) as load:
+        r, ev = _rollout(srv, 4, tmp_path, "--hold-requests", "25")
+    assert r.returncode == 3, r.stdout + r.stderr
+    failed = ev["steps"][-1]
+    assert not failed["passed"] and any("p99" in g for g in failed["failed_gates"]), failed
+    assert not any("outputs differ" in g for g in failed["failed_gates"])  # same answers, only slower
+    assert _labels(srv) == {"stable": 1}
+    assert load.failures == [], load.failures[:5]
+
+
+def test_a_good_canary_is_promoted(canary_server, tmp_path):
+    srv = canary_server
+    _reset(srv)
+    with _Load(srv) as load:
+        r, ev = _rollout(srv, 2, tmp_path)
+        after = sum(load.versions["stable"].values())
+        wait_for(lambda: sum(load.versions["stable"].values()) > after + 10, timeout=30, what="answers after promote")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ev["result"] == "promoted" and [s["step"] for s in ev["steps"]] == ["shadow", "50%", "100%"]
+    assert all(s["passed"] for s in ev["steps"])
+    assert ev["steps"][0]["evidence"]["shadow"]["2"]["max_abs_diff"] == 0.0
+    assert ev["steps"][-1]["evidence"]["live"]["2"]["requests"] >= 40  # the split label's requests reached it
+    assert _labels(srv)["stable"] == 2
+    assert load.versions["rollout"][2] > 0 and load.failures == [], load.failures[:5]
+    assert _traffic(srv)["config"]["models"]["lin"]["split"]["weights"] == {"stable": 100.0}
+
+
+def test_the_split_label_spreads_plain_requests_by_weight(canary_server):
+    srv = canary_server
+    _reset(srv)
+    from tfsb.client import GrpcClient
+    from tfsb.client.rollout import read_config, set_labels
+
+    with GrpcClient(srv.grpc_target, retries=0) as c:
+        set_labels(srv.tmp / "models.config", c, "lin", {"canary": 2})
+    doc = {"models": {"lin": {"split": {"label": "rollout", "weights": {"stable": 70, "canary": 30}}}}}
+    requests.put(f"{srv.rest_url}/api/traffic", data=json.dumps(doc), timeout=5).raise_for_status()
+    s = requests.Session()
+    seen = Counter(int(s.post(f"{srv.rest_url}/v1/models/lin/labels/rollout:predict",
+                              data=json.dumps({"instances": X.tolist()}), timeout=10).headers[
+        "x-tf-serving-model-version"]) for _ in range(300))
+    assert set(seen) == {1, 2} and 0.15 < seen[2] / 300 < 0.45, seen
+    # metadata by the split label resolves too (clients look signatures up by the label they predict with)
+    assert s.get(f"{srv.rest_url}/v1/models/lin/labels/rollout/metadata", timeout=5).status_code == 200
+    # a label the models.config defines keeps TF Serving's meaning, even when named as the split label
+    doc["models"]["lin"]["split"]["label"] = "canary"
+    doc["models"]["lin"]["split"]["weights"] = {"stable": 100}
+    requests.put(f"{srv.rest_url}/api/traffic", data=json.dumps(doc), timeout=5).raise_for_status()
+    got = {int(s.post(f"{srv.rest_url}/v1/models/lin/labels/canary:predict",
+                      data=json.dumps({"instances": X.tolist()}), timeout=10).headers["x-tf-serving-model-version"])
+           for _ in range(20)}
+    assert got == {2}
+    with GrpcClient(srv.grpc_target, retries=0) as c:
+        c.reload_config(read_config(srv.tmp / "models.config"))
+
+
+def test_a_bad_traffic_config_is_refused_and_the_one_in_force_kept(canary_server):
+    srv = canary_server
+    _reset(srv)
+    before = _traffic(srv)["digest"]
+    for body, needle in ((b"{not json", "not JSON"),
+                         (b'{"models": {"lin": {"shadow": {"to": "canary", "fraction": 2}}}}', "fraction"),
+                         (b'{"models": {"lin": {"split": {"label": "x", "weights": {"stable": 0}}}}}', "all be 0"),
+                         (b'{"models": {"lin": {"split": {"label": "7", "weights": {"stable": 1}}}}}', "non-numeric")):
+        r = requests.put(f"{srv.rest_url}/api/traffic", data=body, timeout=5)
+        assert r.status_code == 400 and needle in r.json()["error"], (body, r.text)
+    (srv.tmp / "traffic.json").write_text("{broken")  # a bad edit of the file: logged, the config in force kept
+    wait_for(lambda: "not applied" in srv.log_text(), timeout=10, what="the refused file edit in the log")
+    assert _traffic(srv)["digest"] == before
+    (srv.tmp / "traffic.json").write_text(json.dumps(BASE_TRAFFIC))
+
+
+def test_dry_run_changes_nothing(canary_server, tmp_path):
+    srv = canary_server
+    _reset(srv)
+    before = (srv.tmp / "models.config").read_text(), _traffic(srv)["digest"]
+    r, ev = _rollout(srv, 2, tmp_path, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert ev["result"] == "dry run" and [s["step"] for s in ev["steps"]] == ["shadow", "50%", "100%"]
+    assert ev["steps"][1]["traffic"]["split"]["weights"] == {"stable": 50, "canary": 50}
+    assert ((srv.tmp / "models.config").read_text(), _traffic(srv)["digest"]) == before

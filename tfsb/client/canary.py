@@ -1,0 +1,304 @@
+"""A gated rollout of one model version on TF Serving's version labels, on every replica at once.
+
+    shadow phase → weighted steps (e.g. 5 → 25 → 50 → 100 %) → promote, or roll back at the first failed gate
+
+The canary label is pointed at the new version first (`rollout.set_labels`: policy, AVAILABLE, every replica).
+In the shadow phase each server mirrors a fraction of the model's live requests to the canary and compares
+answers; in each weighted step, requests naming the split label (an opt-in label the models.config does not
+define) are spread between the baseline and canary labels. Traffic settings go to every server with
+`PUT /api/traffic` (and into `--traffic-file` when the servers read one), and each step is judged by the
+difference between the servers' evidence readings (`GET /api/traffic`) at its start and its end, summed over
+the servers. A failed gate restores the traffic settings and the labels everywhere. Every step's evidence is
+printed and kept as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import requests
+
+from tfsb.client.base import ServingClientError
+from tfsb.client.grpc_client import GrpcClient
+from tfsb.client import rollout
+from tfsb.wire.evidence import reading_delta, summary
+from tfsb.wire.status import CODE_HEADER
+
+
+@dataclass(frozen=True)
+class Gates:
+    max_error_rate: float = 0.01  # canary errors / canary requests
+    max_p99_ratio: float = 2.0  # canary p99 / baseline p99 (latency buckets are 1.8x apart)
+    max_abs_diff: float | None = 1e-3  # shadow: the largest absolute output difference (its bucket's bound)
+    max_rel_diff: float | None = None
+    min_agreement: float = 0.99  # shadow: classify top class, non-numeric outputs
+    min_requests: int = 20  # evidence below this fails the step (a canary nobody used proves nothing)
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str
+    version: int
+    baseline_label: str = "stable"
+    canary_label: str = "canary"
+    split_label: str = "rollout"
+    shadow_fraction: float = 0.1
+    steps: tuple[int, ...] = (5, 25, 50, 100)
+    hold_s: float = 30.0
+    hold_requests: int = 0  # a step ends early once the canary has answered this many (0: time only)
+    gates: Gates = field(default_factory=Gates)
+
+
+@dataclass
+class Server:
+    grpc: GrpcClient
+    rest_url: str
+
+    @property
+    def name(self) -> str:
+        return self.grpc.target
+
+
+class RolloutFailed(Exception):
+    def __init__(self, step: str, reasons: list[str]):
+        super().__init__(f"{step}: " + "; ".join(reasons))
+        self.step, self.reasons = step, reasons
+
+
+# ---------------------------------------------------------------------------------------------- servers' traffic
+def _http(method: str, url: str, body: dict | None = None, timeout: float = 10.0) -> dict:
+    try:
+        r = requests.request(method, url, data=None if body is None else json.dumps(body).encode(),
+                             headers={"Content-Type": "application/json"}, timeout=timeout)
+    except requests.RequestException as e:
+        raise ServingClientError("UNAVAILABLE", f"{method} {url}: {e}") from None
+    if r.status_code != 200:
+        try:
+            msg = r.json().get("error", r.text)
+        except ValueError:
+            msg = r.text
+        raise ServingClientError.from_http(r.status_code, f"{method} {url}: {msg}",
+                                           r.headers.get(CODE_HEADER))
+    return r.json()
+
+
+def traffic_of(server: Server) -> dict:
+    return _http("GET", server.rest_url.rstrip("/") + "/api/traffic")
+
+
+def push_traffic(servers: Sequence[Server], doc: dict, traffic_file: str | None,
+                 log: Callable[[str], None]) -> None:
+    """Write the file the servers read (when given), then PUT the config to each server and check every one
+    reports it (by digest)."""
+    if traffic_file:
+        rollout.write_text(traffic_file, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    failed = []
+    for s in servers:
+        try:
+            digest = _http("PUT", s.rest_url.rstrip("/") + "/api/traffic", doc)["digest"]
+            if traffic_of(s)["digest"] != digest:
+                failed.append(f"{s.name}: does not report the config it accepted")
+        except ServingClientError as e:
+            failed.append(f"{s.name}: {e.code}: {e.message}")
+    if failed:
+        raise ServingClientError("UNAVAILABLE", "traffic config not applied on " + "; ".join(failed))
+    log(f"traffic config on {len(servers)} server(s): {json.dumps(doc['models'])}")
+
+
+def _with_entry(doc: dict, model: str, entry: dict | None) -> dict:
+    models = dict(doc.get("models", {}))
+    if entry:
+        models[model] = entry
+    else:
+        models.pop(model, None)
+    return {"models": models}
+
+
+def readings(servers: Sequence[Server], model: str) -> list[dict]:
+    return [traffic_of(s)["readings"].get(model, {}) for s in servers]
+
+
+def evidence(before: list[dict], after: list[dict]) -> dict:
+    """{role: {version: summary}} of what every server saw between two readings, summed over servers."""
+    total: dict = {}
+    for b, a in zip(before, after):
+        for role, versions in reading_delta(a, b).items():
+            for v, side in versions.items():
+                acc = total.setdefault(role, {}).setdefault(v, None)
+                total[role][v] = side if acc is None else _add(acc, side)
+    return {role: {v: summary(side) for v, side in sorted(vs.items())} for role, vs in sorted(total.items())}
+
+
+def _add(a: dict, b: dict) -> dict:
+    out = {}
+    for k, v in a.items():
+        if isinstance(v, list):
+            mine = dict(v)
+            out[k] = [(le, mine.get(le, 0.0) + n) for le, n in b[k]] if b[k] else v
+        else:
+            out[k] = v + b[k]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- gates
+def _num(x) -> float | None:
+    return None if x is None else float(x)
+
+
+def judge(ev: dict, baseline: int, canary: int, gates: Gates, *, phase: str) -> list[str]:
+    """The gates a step failed (empty: passed). `phase`: "shadow" judges the mirrored calls against the live
+    baseline; "split" judges the canary's live answers against the baseline's."""
+    b = ev.get("live", {}).get(str(baseline), {})
+    c = ev.get("shadow" if phase == "shadow" else "live", {}).get(str(canary), {})
+    fails = []
+    n = (c.get("requests") or 0) + (c.get("errors") or 0)
+    if n < gates.min_requests:
+        return [f"insufficient evidence: the canary answered {n} request(s), fewer than {gates.min_requests}"]
+    rate = _num(c.get("error_rate")) or 0.0
+    if rate > gates.max_error_rate:
+        fails.append(f"error rate {rate:.2%} > {gates.max_error_rate:.2%}")
+    cp, bp = _num(c.get("p99_ms")), _num(b.get("p99_ms"))
+    if cp is not None and bp:
+        if cp / bp > gates.max_p99_ratio:
+            fails.append(f"p99 {cp:.3f} ms is {cp / bp:.1f}x the baseline's {bp:.3f} ms (> {gates.max_p99_ratio}x)")
+    if phase == "shadow":
+        d, r = _num(c.get("max_abs_diff")), _num(c.get("max_rel_diff"))
+        if gates.max_abs_diff is not None and d is not None and d > gates.max_abs_diff:
+            fails.append(f"outputs differ by up to {d:g} (> {gates.max_abs_diff:g} absolute)")
+        if gates.max_rel_diff is not None and r is not None and r > gates.max_rel_diff:
+            fails.append(f"outputs differ by up to {r:g} relative (> {gates.max_rel_diff:g})")
+        agreement = _num(c.get("agreement"))
+        if agreement is not None and agreement < gates.min_agreement:
+            fails.append(f"agreement {agreement:.2%} < {gates.min_agreement:.2%}")
+    return fails
+
+
+# ---------------------------------------------------------------------------------------------- the rollout
+@dataclass
+class Outcome:
+    model: str
+    version: int
+    baseline: int
+    result: str  # "promoted" | "rolled back" | "dry run"
+    steps: list[dict] = field(default_factory=list)
+    reason: str = ""
+
+    def to_doc(self) -> dict:
+        return asdict(self)
+
+
+def run(plan: Plan, config_path: str, servers: Sequence[Server], *, traffic_file: str | None = None,
+        dry_run: bool = False, log: Callable[[str], None] = print,
+        on_step: Callable[[dict], None] = lambda step: None) -> Outcome:
+    primary = servers[0]
+    labels = rollout.read_config(config_path)
+    entry = rollout._model(labels, plan.model)
+    if plan.baseline_label not in entry.version_labels:
+        raise ServingClientError("FAILED_PRECONDITION", f"model {plan.model} has no {plan.baseline_label!r} label "
+                                 "to roll out against")
+    baseline = entry.version_labels[plan.baseline_label]
+    if baseline == plan.version:
+        raise ServingClientError("FAILED_PRECONDITION", f"{plan.baseline_label} already points at version "
+                                 f"{plan.version} of {plan.model}")
+    if plan.split_label in entry.version_labels:
+        raise ServingClientError("INVALID_ARGUMENT", f"the split label {plan.split_label!r} is defined in the "
+                                 "models.config, where it keeps TF Serving's meaning: choose another --split-label")
+    original = [traffic_of(s)["config"] for s in servers]
+    outcome = Outcome(plan.model, plan.version, baseline, "dry run")
+    phases = ([("shadow", 0)] if plan.shadow_fraction > 0 else []) + [("split", p) for p in plan.steps]
+    if dry_run:
+        for phase, pct in phases:
+            outcome.steps.append({"step": _step_name(phase, pct), "traffic": _entry(plan, phase, pct),
+                                  "hold_s": plan.hold_s, "hold_requests": plan.hold_requests})
+        log(f"dry run: {plan.model} {plan.baseline_label}={baseline} → version {plan.version} on "
+            f"{len(servers)} server(s); steps: " + " → ".join(s["step"] for s in outcome.steps) +
+            f"; gates: {asdict(plan.gates)}")
+        return outcome
+    files = rollout.config_files(config_path)
+    originals = {f: f.read_text() for f in files}
+    grpc_servers = [s.grpc for s in servers]
+    try:
+        rollout.set_labels(config_path, primary.grpc, plan.model, {plan.canary_label: plan.version},
+                           replicas=grpc_servers[1:], log=log)
+        for phase, pct in phases:
+            name = _step_name(phase, pct)
+            push_traffic(servers, _with_entry(original[0], plan.model, _entry(plan, phase, pct)), traffic_file, log)
+            before = readings(servers, plan.model)
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < plan.hold_s:
+                time.sleep(min(0.5, plan.hold_s))
+                if plan.hold_requests:
+                    ev = evidence(before, readings(servers, plan.model))
+                    side = ev.get("shadow" if phase == "shadow" else "live", {}).get(str(plan.version), {})
+                    if side.get("requests", 0) + side.get("errors", 0) >= plan.hold_requests:
+                        break
+            ev = evidence(before, readings(servers, plan.model))
+            fails = judge(ev, baseline, plan.version, plan.gates, phase=phase)
+            step = {"step": name, "held_s": round(time.monotonic() - t0, 2), "evidence": ev,
+                    "passed": not fails, "failed_gates": fails}
+            outcome.steps.append(step)
+            on_step(step)
+            log(_describe(step, baseline, plan.version, phase))
+            if fails:
+                raise RolloutFailed(name, fails)
+        new = rollout.set_labels(config_path, primary.grpc, plan.model, {plan.baseline_label: plan.version},
+                                 replicas=grpc_servers[1:], log=log)
+        push_traffic(servers, original[0], traffic_file, log)  # e.g. the split label back on the baseline only
+        outcome.result = "promoted"
+        log(f"promoted: {plan.model} labels {new}")
+        return outcome
+    except (RolloutFailed, ServingClientError, TimeoutError) as e:
+        outcome.result = "rolled back"
+        outcome.reason = str(e) if not isinstance(e, ServingClientError) else f"{e.code}: {e.message}"
+        log(f"rolling back: {outcome.reason}")
+        _roll_back(servers, original, traffic_file, originals, config_path, log)
+        return outcome
+
+
+def _roll_back(servers, original, traffic_file, originals, config_path, log) -> None:
+    """Every server's traffic config as it was, then the label files as they were, reloaded everywhere."""
+    for s, doc in zip(servers, original):
+        try:
+            push_traffic([s], doc, None, log)
+        except ServingClientError as e:
+            log(f"restoring the traffic config on {s.name} failed: {e.message}")
+    if traffic_file:
+        rollout.write_text(traffic_file, json.dumps(original[0], indent=1, sort_keys=True) + "\n")
+    rollout._restore(originals, config_path, [s.grpc for s in servers], log)
+
+
+def _step_name(phase: str, pct: int) -> str:
+    return "shadow" if phase == "shadow" else f"{pct}%"
+
+
+def _entry(plan: Plan, phase: str, pct: int) -> dict:
+    entry = {"shadow": {"to": plan.canary_label, "fraction": plan.shadow_fraction}} if plan.shadow_fraction > 0 \
+        else {}
+    # the split label resolves in every phase (clients that opted in keep working): all baseline while shadowing
+    entry["split"] = {"label": plan.split_label,
+                      "weights": {plan.baseline_label: 100 - pct, plan.canary_label: pct} if phase == "split"
+                      else {plan.baseline_label: 100}}
+    return entry
+
+
+def _describe(step: dict, baseline: int, canary: int, phase: str) -> str:
+    ev = step["evidence"]
+    b = ev.get("live", {}).get(str(baseline), {})
+    c = ev.get("shadow" if phase == "shadow" else "live", {}).get(str(canary), {})
+    line = (f"step {step['step']}: {'PASSED' if step['passed'] else 'FAILED'} after {step['held_s']} s — canary "
+            f"v{canary}: {c.get('requests', 0)} ok, {c.get('errors', 0)} errors, p99 {c.get('p99_ms')} ms; "
+            f"baseline v{baseline}: {b.get('requests', 0)} ok, p99 {b.get('p99_ms')} ms")
+    if phase == "shadow":
+        line += f"; max |diff| ≤ {c.get('max_abs_diff')}, agreement {c.get('agreement')}, " \
+                f"dropped {c.get('dropped', 0)}"
+    if step["failed_gates"]:
+        line += " — " + "; ".join(step["failed_gates"])
+    return line
+
+
+def save(outcome: Outcome, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(outcome.to_doc(), indent=1) + "\n")
