@@ -274,6 +274,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--processes", type=int, default=2, help="also compare N server processes with one (0: skip)")
+    ap.add_argument("--shadow", action=argparse.BooleanOptionalAction, default=True,
+                    help="also measure the live answers' latency with 10%% of requests mirrored to another version")
     ap.add_argument("--out", default=str(REPO / "results"))
     args = ap.parse_args(argv)
     for tool in ("wrk", "h2load"):
@@ -320,11 +322,12 @@ def main(argv=None) -> int:
                     print(f"round {rnd + 1} {kind:8} {transport:4} b{batch:<3} {r['cpu_us']:8.1f} µs/req "
                           f"{r['rps']:8.0f} req/s p99 {r['p99_ms']:.2f} ms failed {r['failed']}", flush=True)
         scaling = multi_process(base, tmp, payloads, replies, args) if args.processes > 1 else None
+        shadow = shadow_cost(base, tmp, payloads, replies, args) if args.shadow else None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     results = {f"{k}|{t}|b{b}": median_row(v) for (k, t, b), v in runs.items()}
-    report = render(results, scaling, args)
-    (out / "native.json").write_text(json.dumps({"results": results, "scaling": scaling,
+    report = render(results, scaling, args) + render_shadow(shadow)
+    (out / "native.json").write_text(json.dumps({"results": results, "scaling": scaling, "shadow": shadow,
                                                  "machine": machine()}, indent=1))
     (out / "native.md").write_text(report)
     print(report)
@@ -356,6 +359,54 @@ def multi_process(base: Path, tmp: Path, payloads, replies, args) -> dict:
             out[f"{transport}|{n}"] = median_row(rows)
             print(f"{transport} b1, {n} process(es): {out[f'{transport}|{n}']['rps']:.0f} req/s", flush=True)
     return out
+
+
+def shadow_cost(base: Path, tmp: Path, payloads, replies, args) -> dict:
+    """Live latency and server CPU at batch 1 with no traffic config, and with 10 % of live requests mirrored
+    to another version (a copy of the same model as version 2: the shadow does the same work again)."""
+    models = tmp / "shadow-models" / "mlp"
+    for v in ("1", "2"):
+        if not (models / v).exists():
+            shutil.copytree(base / "mlp" / "1", models / v)
+    (tmp / "shadow.config").write_text(
+        'model_config_list { config { name: "mlp" base_path: "%s" model_platform: "tensorflow" '
+        'model_version_policy { specific { versions: 1 versions: 2 } } } }\n' % models)
+    (tmp / "traffic.json").write_text('{"models": {"mlp": {"shadow": {"to": 1, "fraction": 0.1}}}}')
+    out: dict = {}
+    for rnd in range(args.rounds):
+        for transport in ("REST", "gRPC"):
+            for variant in ("off", "10%"):
+                port, rest_port = free_port(), free_port()
+                extra = [f"--traffic_config_file={tmp / 'traffic.json'}"] if variant != "off" else []
+                cmd = [PY, "-m", "tfsb.server", f"--port={port}", f"--rest_api_port={rest_port}",
+                       f"--model_config_file={tmp / 'shadow.config'}", *extra]
+                proc = Proc(pinned(0, cmd), port, tmp / "shadow.log", also=(rest_port,))
+                if transport == "REST":
+                    proc.port = rest_port
+                try:
+                    r = measure(proc, transport, payloads[(transport, 1)], len(replies[(transport, 1)]),
+                                args.seconds, args.connections, tmp)
+                finally:
+                    proc.stop()
+                out.setdefault(f"{transport}|{variant}", []).append(r)
+                print(f"round {rnd + 1} shadow {variant:3} {transport:4} b1 {r['cpu_us']:8.1f} µs/req "
+                      f"{r['rps']:8.0f} req/s p99 {r['p99_ms']:.2f} ms failed {r['failed']}", flush=True)
+    return {k: median_row(v) for k, v in out.items()}
+
+
+def render_shadow(shadow: dict | None) -> str:
+    if not shadow:
+        return ""
+    lines = ["", "### Shadow traffic: live answers with 10 % of requests mirrored to another version "
+                 "(batch 1, server pinned to CPU 0)", "",
+             "| transport | p50 / p99 ms, no shadow | p50 / p99 ms, 10 % shadow | p99 ratio | req/s off / on "
+             "| CPU µs/req off / on | failed |", "|---|---|---|---|---|---|---|"]
+    for t in ("REST", "gRPC"):
+        a, b = shadow[f"{t}|off"], shadow[f"{t}|10%"]
+        lines.append(f"| {t} | {a['p50_ms']:.2f} / {a['p99_ms']:.2f} | {b['p50_ms']:.2f} / {b['p99_ms']:.2f} | "
+                     f"{b['p99_ms'] / a['p99_ms']:.2f}× | {a['rps']:.0f} / {b['rps']:.0f} | "
+                     f"{a['cpu_us']:.0f} / {b['cpu_us']:.0f} | {a['failed'] + b['failed']} |")
+    return "\n".join(lines) + "\n"
 
 
 def ok_requests(rest_port: int) -> int:

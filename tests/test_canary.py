@@ -228,3 +228,56 @@ def test_dry_run_changes_nothing(canary_server, tmp_path):
     assert ev["result"] == "dry run" and [s["step"] for s in ev["steps"]] == ["shadow", "50%", "100%"]
     assert ev["steps"][1]["traffic"]["split"]["weights"] == {"stable": 50, "canary": 50}
     assert ((srv.tmp / "models.config").read_text(), _traffic(srv)["digest"]) == before
+
+
+def test_the_dashboard_shows_the_canary_evidence(canary_server, tmp_path):
+    from tests.test_dashboard import CHROMIUM
+
+    if CHROMIUM is None:
+        pytest.skip("no Chromium: `make test` installs Debian's chromium; this machine could not")
+    import os
+    import shutil
+    from pathlib import Path
+
+    from playwright.sync_api import sync_playwright
+
+    from tfsb.client import GrpcClient
+    from tfsb.client.rollout import set_labels
+
+    srv = canary_server
+    _reset(srv)
+    with GrpcClient(srv.grpc_target, retries=0) as c:
+        set_labels(srv.tmp / "models.config", c, "lin", {"canary": 3})  # the biased one: a visible difference
+    doc = {"models": {"lin": {"shadow": {"to": "canary", "fraction": 0.5},
+                              "split": {"label": "rollout", "weights": {"stable": 80, "canary": 20}}}}}
+    (srv.tmp / "traffic.json").write_text(json.dumps(doc))  # the file the server re-reads says the same
+    requests.put(f"{srv.rest_url}/api/traffic", data=json.dumps(doc), timeout=5).raise_for_status()
+    with _Load(srv) as load, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless=new"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{srv.rest_url}/dashboard/")
+            page.wait_for_selector('[data-testid="canary-lin-shadow-3"]', timeout=20000)
+            page.wait_for_function("""() => {
+                const c = (id) => document.querySelector(`[data-testid="${id}"]`);
+                const lat = c('chart-canary-latency-lin'), diff = c('chart-canary-diff-lin');
+                return lat && diff && Number(lat.dataset.points) >= 6 && Number(diff.dataset.points) >= 2
+                    && lat.dataset.series.includes('shadow v3') && lat.dataset.series.includes('live v1');
+            }""", timeout=30000)
+            overflow = page.evaluate("""() => [...document.querySelectorAll('section.model')].filter((s) =>
+                [...s.querySelectorAll('table, canvas')].some((t) => t.getBoundingClientRect().right >
+                                                                     s.getBoundingClientRect().right + 1))
+                .map((s) => s.dataset.testid)""")
+            assert overflow == []
+            assert "shadow" in page.inner_text('[data-testid="canary-lin"] p')  # the config in force is shown
+            row = page.inner_text('[data-testid="canary-lin-shadow-3"]')
+            assert "1" in row.split("\t")[-2]  # the bound of the largest difference: 1 (a 0.5 bias)
+            page.wait_for_timeout(4000)  # a few more chart points for the picture
+            shot = tmp_path / "canary.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+            if os.environ.get("UPDATE_DOCS_SCREENSHOT"):
+                shutil.copy(shot, Path(__file__).resolve().parent.parent / "docs" / "canary.png")
+        finally:
+            browser.close()
+    assert load.failures == [], load.failures[:5]

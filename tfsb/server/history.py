@@ -12,6 +12,8 @@ import time
 from collections import deque
 
 from tfsb.server.metrics import Metrics
+from tfsb.server.traffic import read_evidence
+from tfsb.wire.evidence import reading_delta, summary
 from tfsb.wire.buckets import delta as _delta, quantile as _quantile
 
 PERIOD_S = 2.0
@@ -42,14 +44,17 @@ class History:
         self.period_s = period_s
         self._points: deque = deque(maxlen=keep)  # (unix time, {model: {"versions": {...}, "labels": {...}}})
         self._last: tuple[float, _Reading] | None = None
+        self._last_evidence: dict = {}
         self._lock = threading.Lock()
 
     def sample(self, now: float | None = None) -> None:
         """Take one point (the sampler thread calls this every period; a test may call it directly)."""
         now = time.time() if now is None else now
         reading = _read(self.metrics)
+        evidence = read_evidence(self.metrics)
         with self._lock:
             last, self._last = self._last, (now, reading)
+            last_evidence, self._last_evidence = self._last_evidence, evidence
             if last is None or now <= last[0]:
                 return
             dt = now - last[0]
@@ -75,6 +80,16 @@ class History:
                                     "p50_ms": None if p50 is None else round(p50 / 1e3, 3),
                                     "p99_ms": None if p99 is None else round(p99 / 1e3, 3)}
                 point[model] = {"versions": out, "labels": {k: round(r, 3) for k, r in labels.get(model, {}).items()}}
+            for model, roles in evidence.items():  # canary evidence per role and version (progressive delivery)
+                canary = {}
+                for role, sides in reading_delta(roles, last_evidence.get(model)).items():
+                    for version, side in sides.items():
+                        sm = summary(side)
+                        n = sm["requests"] + sm["errors"]
+                        canary[f"{role} v{version}"] = {
+                            "rps": round(n / dt, 3), "p99_ms": sm["p99_ms"], "error_rate": sm["error_rate"],
+                            "max_abs_diff": None if sm["max_abs_diff"] in (None, "inf") else sm["max_abs_diff"]}
+                point.setdefault(model, {"versions": {}, "labels": {}})["canary"] = canary
             self._points.append((now, point))
 
     def series(self) -> dict:
@@ -92,7 +107,10 @@ class History:
             def col(version, field):
                 return [p.get(model, {}).get("versions", {}).get(version, {}).get(field) for _, p in points]
 
+            cs = sorted({k for _, p in points for k in p.get(model, {}).get("canary", {})})
             models[model] = {
+                "canary": {k: {f: [p.get(model, {}).get("canary", {}).get(k, {}).get(f) for _, p in points]
+                               for f in ("rps", "p99_ms", "error_rate", "max_abs_diff")} for k in cs},
                 "t": ts,
                 "versions": {v: {f: col(v, f) for f in ("rps", "p50_ms", "p99_ms")} for v in vs},
                 "labels": {lab: {"rps": [p.get(model, {}).get("labels", {}).get(lab, 0.0) for _, p in points]}

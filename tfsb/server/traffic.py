@@ -363,34 +363,38 @@ class Traffic:
 
     # ------------------------------------------------------------------------------------ evidence
     def readings(self) -> dict:
-        """The cumulative evidence per model, from the metrics (every worker's):
-        {model: {"live"|"shadow": {version: {"requests", "errors", "dropped", "latency_us": [["le", n]...],
-        "abs_diff": [[le, n]...], "rel_diff": [...], "agree", "disagree", "baseline": [...]}}}}."""
-        out: dict = {}
-        for fam, sample, labels, value in self.metrics.traffic_samples():
-            if sample.endswith("_created"):
-                continue
-            model, version = labels["model_name"], labels["version"]
-            role = labels.get("role", "shadow")
-            v = out.setdefault(model, {}).setdefault(role, {}).setdefault(version, _empty_side())
-            if fam == TRAFFIC_REQUESTS:
-                status = labels["status"]
-                key = "requests" if status == "OK" else "dropped" if status == "DROPPED" else "errors"
-                v[key] += value
-            elif fam == TRAFFIC_LATENCY and sample.endswith("_bucket"):
-                v["latency_us"].append([labels["le"], value])
-            elif fam in (SHADOW_ABS_DIFF, SHADOW_REL_DIFF) and sample.endswith("_bucket"):
-                v["abs_diff" if fam == SHADOW_ABS_DIFF else "rel_diff"].append([labels["le"], value])
-                if labels["baseline"] not in v["baseline"]:
-                    v["baseline"].append(labels["baseline"])
-            elif fam == SHADOW_AGREEMENT:
-                v["agree" if labels["agree"] == "true" else "disagree"] += value
-        for model in out.values():
-            for side in model.values():
-                for v in side.values():
-                    for k in ("latency_us", "abs_diff", "rel_diff"):
-                        v[k] = _merge(v[k])
-        return out
+        return read_evidence(self.metrics)
+
+
+def read_evidence(metrics: Metrics) -> dict:
+    """The cumulative evidence per model, from the metrics (every worker's):
+    {model: {"live"|"shadow": {version: {"requests", "errors", "dropped", "latency_us": [["le", n]...],
+    "abs_diff": [[le, n]...], "rel_diff": [...], "agree", "disagree", "baseline": [...]}}}}."""
+    out: dict = {}
+    for fam, sample, labels, value in metrics.traffic_samples():
+        if sample.endswith("_created"):
+            continue
+        model, version = labels["model_name"], labels["version"]
+        role = labels.get("role", "shadow")
+        v = out.setdefault(model, {}).setdefault(role, {}).setdefault(version, _empty_side())
+        if fam == TRAFFIC_REQUESTS:
+            status = labels["status"]
+            key = "requests" if status == "OK" else "dropped" if status == "DROPPED" else "errors"
+            v[key] += value
+        elif fam == TRAFFIC_LATENCY and sample.endswith("_bucket"):
+            v["latency_us"].append([labels["le"], value])
+        elif fam in (SHADOW_ABS_DIFF, SHADOW_REL_DIFF) and sample.endswith("_bucket"):
+            v["abs_diff" if fam == SHADOW_ABS_DIFF else "rel_diff"].append([labels["le"], value])
+            if labels["baseline"] not in v["baseline"]:
+                v["baseline"].append(labels["baseline"])
+        elif fam == SHADOW_AGREEMENT:
+            v["agree" if labels["agree"] == "true" else "disagree"] += value
+    for model in out.values():
+        for side in model.values():
+            for v in side.values():
+                for k in ("latency_us", "abs_diff", "rel_diff"):
+                    v[k] = _merge(v[k])
+    return out
 
 
 def _empty_side() -> dict:

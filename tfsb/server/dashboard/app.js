@@ -1,7 +1,8 @@
 // The dashboard: polls /api/models (versions, states, labels, per-version counters) and /api/history (the last
 // minutes of traffic, sampled by the server) and renders one card per model: live request rate and mean model
 // time per version, charts of requests/s and model time p50/p99 per version and of the A/B split per label
-// over time (drawn on a canvas, no library), and a "try it" form per predict signature whose example body is
+// over time (drawn on a canvas, no library), for a model in a canary rollout its evidence (live vs shadow per
+// version: counts, errors, p99, output difference) as a table and charts, and a "try it" form per predict signature whose example body is
 // generated from the signature's shapes.
 "use strict";
 const PERIOD_MS = 2000;
@@ -119,10 +120,37 @@ function charts(m, h) {
   const latency = versions.flatMap(([v, s]) => [{name: `v${v} p50`, values: s.p50_ms}, {name: `v${v} p99`, values: s.p99_ms, dash: true}]);
   const totals = h.t.map((_, k) => Object.values(h.labels).reduce((a, s) => a + s.rps[k], 0));
   const split = Object.entries(h.labels).map(([l, s]) => ({name: l, values: s.rps.map((r, k) => totals[k] > 0 ? 100 * r / totals[k] : null)}));
-  return el("div", {class: "charts", "data-testid": `charts-${m.name}`},
+  const figures = [
     chart(`chart-rps-${m.name}`, "requests/s per version", h.t, rps, "req/s"),
     chart(`chart-latency-${m.name}`, "model time per version", h.t, latency, "ms, p50 solid, p99 dashed"),
-    chart(`chart-split-${m.name}`, "A/B split per label", h.t, split, "% of requests"));
+    chart(`chart-split-${m.name}`, "A/B split per label", h.t, split, "% of requests")];
+  const canary = Object.entries(h.canary || {});
+  if (canary.length) {  // progressive delivery: live vs shadow per version
+    figures.push(
+      chart(`chart-canary-latency-${m.name}`, "canary: model time p99, live and shadow", h.t,
+            canary.map(([k, s]) => ({name: k, values: s.p99_ms, dash: k.startsWith("shadow")})), "ms"),
+      chart(`chart-canary-errors-${m.name}`, "canary: error rate", h.t,
+            canary.map(([k, s]) => ({name: k, values: s.error_rate.map((e) => e === null ? null : 100 * e), dash: k.startsWith("shadow")})), "%"),
+      chart(`chart-canary-diff-${m.name}`, "canary: shadow output difference (bound of the largest)", h.t,
+            canary.filter(([k]) => k.startsWith("shadow")).map(([k, s]) => ({name: k, values: s.max_abs_diff})), "absolute"));
+  }
+  return el("div", {class: "charts", "data-testid": `charts-${m.name}`}, ...figures);
+}
+
+function canaryTable(m) {
+  if (!m.traffic) return "";
+  const rows = [];
+  for (const [role, versions] of Object.entries(m.traffic.evidence)) {
+    for (const [v, s] of Object.entries(versions)) {
+      rows.push(el("tr", {"data-testid": `canary-${m.name}-${role}-${v}`},
+        el("td", {}, role), el("td", {}, v), el("td", {}, s.requests), el("td", {}, s.errors),
+        el("td", {}, s.dropped), el("td", {}, s.p50_ms ?? "–"), el("td", {}, s.p99_ms ?? "–"),
+        el("td", {}, s.max_abs_diff ?? "–"), el("td", {}, s.agreement ?? "–")));
+    }
+  }
+  const cfg = JSON.stringify(m.traffic.config);
+  return el("div", {class: "canary", "data-testid": `canary-${m.name}`}, el("p", {class: "muted"}, `traffic: ${cfg}`),
+    el("table", {}, el("tr", {}, ...["role", "version", "ok", "errors", "dropped", "p50 ms", "p99 ms", "max |diff| ≤", "agreement"].map((h) => el("th", {}, h))), ...rows));
 }
 
 function card(m, now, history) {
@@ -139,7 +167,7 @@ function card(m, now, history) {
   const forms = Object.entries(m.signatures).filter(([, s]) => s.method_name === "tensorflow/serving/predict")
     .map(([name, s]) => tryIt(m.name, name, s));
   return el("section", {class: "model", "data-testid": `model-${m.name}`}, el("h2", {}, m.name, " ", ...labels), table,
-    charts(m, history.models[m.name]), ...forms);
+    canaryTable(m), charts(m, history.models[m.name]), ...forms);
 }
 
 async function refresh() {
