@@ -380,7 +380,7 @@ def main(argv=None) -> int:
     sp.add_argument("--hold-requests", type=int, default=0,
                     help="end a step early once the canary answered this many requests (default: time only)")
     sp.add_argument("--max-error-rate", type=float, default=0.01, help="gate (default %(default)s)")
-    sp.add_argument("--max-p99-ratio", type=float, default=2.0,
+    sp.add_argument("--max-p99-ratio", type=float, default=4.0,
                     help="gate: canary p99 / baseline p99 (default %(default)s)")
     sp.add_argument("--max-abs-diff", type=float, default=1e-3, help="gate on shadow outputs (default %(default)s)")
     sp.add_argument("--max-rel-diff", type=float, default=None, help="gate on shadow outputs (default: off)")
