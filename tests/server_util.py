@@ -13,9 +13,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import grpc
 
@@ -118,6 +119,38 @@ class ServerProcess(Endpoints):
                 self.proc.kill()
                 self.proc.wait(10)
         return self.proc.returncode
+
+
+class Background:
+    """Client threads for the length of a `with` block (the tests' traffic under a rollout, a flip, a drain):
+    `spawn` a loop, which runs until `stopping()` says the block ended; the threads are joined on exit."""
+
+    join_s = 60.0
+
+    def __init__(self):
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def spawn(self, fn: Callable, *args) -> None:
+        self._threads.append(threading.Thread(target=fn, args=args, daemon=True))
+
+    def stopping(self, pause: float = 0.0) -> bool:
+        """True once the block ended (waits up to `pause` seconds first: the loops' pacing)."""
+        return self._stop.wait(pause) if pause else self._stop.is_set()
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._threads:
+            t.join(self.join_s)
+        self.closed()
+
+    def closed(self) -> None:
+        """After the threads ended (close channels here)."""
 
 
 @contextlib.contextmanager

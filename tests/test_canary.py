@@ -5,7 +5,6 @@ is rolled back, a slow one fails the latency gate, a good one is promoted — wi
 from __future__ import annotations
 
 import json
-import threading
 from collections import Counter
 
 import numpy as np
@@ -14,7 +13,7 @@ import requests
 
 from tests import canary_models
 from tests.inprocess import run_main
-from tests.server_util import serving, wait_for
+from tests.server_util import Background, serving, wait_for
 
 X = np.array([[1.0, 2.0, 3.0, 4.0]], np.float32)
 BASE_TRAFFIC = {"models": {"lin": {"split": {"label": "rollout", "weights": {"stable": 100}}}}}
@@ -49,6 +48,12 @@ def canary_server(tmp_path_factory):
         yield srv
 
 
+def _set_traffic(srv, doc: dict) -> None:
+    """The file the server re-reads and the config in force say the same (else the file's next poll wins)."""
+    (srv.tmp / "traffic.json").write_text(json.dumps(doc))
+    requests.put(f"{srv.rest_url}/api/traffic", data=json.dumps(doc), timeout=5).raise_for_status()
+
+
 def _reset(srv) -> None:
     (srv.tmp / "models.config").write_text(_config(srv.tmp / "models" / "lin"))
     from tfsb.client import GrpcClient
@@ -56,25 +61,26 @@ def _reset(srv) -> None:
 
     with GrpcClient(srv.grpc_target, retries=0) as c:
         c.reload_config(read_config(srv.tmp / "models.config"))
-    requests.put(f"{srv.rest_url}/api/traffic", data=json.dumps(BASE_TRAFFIC), timeout=5).raise_for_status()
+    _set_traffic(srv, BASE_TRAFFIC)
 
 
-class _Load:
+class _Load(Background):
     """Plain clients during a rollout: REST predicts naming the baseline label and the split label, gRPC
     predicts naming the baseline label. Counts versions per label and every failure."""
 
     def __init__(self, srv):
+        super().__init__()
         self.srv = srv
         self.versions: dict[str, Counter] = {"stable": Counter(), "rollout": Counter()}
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._rest, args=(label,), daemon=True)
-                         for label in ("stable", "rollout")] + [threading.Thread(target=self._grpc, daemon=True)]
+        for label in ("stable", "rollout"):
+            self.spawn(self._rest, label)
+        self.spawn(self._grpc)
 
     def _rest(self, label: str) -> None:
         s = requests.Session()
         body = json.dumps({"instances": X.tolist()})
-        while not self._stop.wait(0.005):
+        while not self.stopping(0.005):
             try:
                 r = s.post(f"{self.srv.rest_url}/v1/models/lin/labels/{label}:predict", data=body, timeout=30)
                 if r.status_code != 200:
@@ -89,21 +95,11 @@ class _Load:
         from tfsb.client.base import ServingClientError
 
         with GrpcClient(self.srv.grpc_target, retries=0) as c:
-            while not self._stop.wait(0.005):
+            while not self.stopping(0.005):
                 try:
                     c.predict("lin", {"x": X}, label="stable", timeout=30)
                 except ServingClientError as e:
                     self.failures.append(f"gRPC: {e}")
-
-    def __enter__(self):
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for t in self._threads:
-            t.join(30)
 
 
 def _rollout(srv, version: int, tmp_path, *extra: str):
@@ -184,7 +180,7 @@ def test_the_split_label_spreads_plain_requests_by_weight(canary_server):
     with GrpcClient(srv.grpc_target, retries=0) as c:
         set_labels(srv.tmp / "models.config", c, "lin", {"canary": 2})
     doc = {"models": {"lin": {"split": {"label": "rollout", "weights": {"stable": 70, "canary": 30}}}}}
-    requests.put(f"{srv.rest_url}/api/traffic", data=json.dumps(doc), timeout=5).raise_for_status()
+    _set_traffic(srv, doc)
     s = requests.Session()
     seen = Counter(int(s.post(f"{srv.rest_url}/v1/models/lin/labels/rollout:predict",
                               data=json.dumps({"instances": X.tolist()}), timeout=10).headers[
@@ -195,7 +191,7 @@ def test_the_split_label_spreads_plain_requests_by_weight(canary_server):
     # a label the models.config defines keeps TF Serving's meaning, even when named as the split label
     doc["models"]["lin"]["split"]["label"] = "canary"
     doc["models"]["lin"]["split"]["weights"] = {"stable": 100}
-    requests.put(f"{srv.rest_url}/api/traffic", data=json.dumps(doc), timeout=5).raise_for_status()
+    _set_traffic(srv, doc)
     got = {int(s.post(f"{srv.rest_url}/v1/models/lin/labels/canary:predict",
                       data=json.dumps({"instances": X.tolist()}), timeout=10).headers["x-tf-serving-model-version"])
            for _ in range(20)}
@@ -217,7 +213,7 @@ def test_a_bad_traffic_config_is_refused_and_the_one_in_force_kept(canary_server
     (srv.tmp / "traffic.json").write_text("{broken")  # a bad edit of the file: logged, the config in force kept
     wait_for(lambda: "not applied" in srv.log_text(), timeout=10, what="the refused file edit in the log")
     assert _traffic(srv)["digest"] == before
-    (srv.tmp / "traffic.json").write_text(json.dumps(BASE_TRAFFIC))
+    _set_traffic(srv, BASE_TRAFFIC)
 
 
 def test_dry_run_changes_nothing(canary_server, tmp_path):
@@ -232,14 +228,10 @@ def test_dry_run_changes_nothing(canary_server, tmp_path):
 
 
 def test_the_dashboard_shows_the_canary_evidence(canary_server, tmp_path):
-    from tests.test_dashboard import CHROMIUM
+    from tests.test_dashboard import CHROMIUM, keep_screenshot
 
     if CHROMIUM is None:
         pytest.skip("no Chromium: `make test` installs Debian's chromium; this machine could not")
-    import os
-    import shutil
-    from pathlib import Path
-
     from playwright.sync_api import sync_playwright
 
     from tfsb.client import GrpcClient
@@ -251,8 +243,7 @@ def test_the_dashboard_shows_the_canary_evidence(canary_server, tmp_path):
         set_labels(srv.tmp / "models.config", c, "lin", {"canary": 3})  # the biased one: a visible difference
     doc = {"models": {"lin": {"shadow": {"to": "canary", "fraction": 0.5},
                               "split": {"label": "rollout", "weights": {"stable": 80, "canary": 20}}}}}
-    (srv.tmp / "traffic.json").write_text(json.dumps(doc))  # the file the server re-reads says the same
-    requests.put(f"{srv.rest_url}/api/traffic", data=json.dumps(doc), timeout=5).raise_for_status()
+    _set_traffic(srv, doc)
     with _Load(srv) as load, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless=new"])
         try:
@@ -274,11 +265,28 @@ def test_the_dashboard_shows_the_canary_evidence(canary_server, tmp_path):
             row = page.inner_text('[data-testid="canary-lin-shadow-3"]')
             assert "1" in row.split("\t")[-2]  # the bound of the largest difference: 1 (a 0.5 bias)
             page.wait_for_timeout(4000)  # a few more chart points for the picture
-            shot = tmp_path / "canary.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 10_000
-            if os.environ.get("UPDATE_DOCS_SCREENSHOT"):
-                shutil.copy(shot, Path(__file__).resolve().parent.parent / "docs" / "canary.png")
+            keep_screenshot(page, tmp_path, "canary.png")
         finally:
             browser.close()
+    assert load.failures == [], load.failures[:5]
+
+
+def test_an_interrupted_rollout_rolls_back(canary_server):
+    """Ctrl-C mid-rollout (here: after the shadow step) leaves no half-moved label or weight behind."""
+    from tfsb.client import GrpcClient, canary
+
+    srv = canary_server
+    _reset(srv)
+
+    def interrupt(step):
+        raise KeyboardInterrupt
+
+    with GrpcClient(srv.grpc_target, retries=0) as c, _Load(srv) as load:
+        out = canary.run(canary.Plan("lin", 2, shadow_fraction=1.0, steps=(50, 100), hold_s=1.0),
+                         str(srv.tmp / "models.config"), [canary.Server(c, srv.rest_url)],
+                         traffic_file=str(srv.tmp / "traffic.json"), on_step=interrupt, log=lambda s: None)
+    assert out.result == "rolled back" and out.reason == "interrupted" and len(out.steps) == 1
+    assert _labels(srv) == {"stable": 1}
+    assert _traffic(srv)["config"] == BASE_TRAFFIC
+    assert json.loads((srv.tmp / "traffic.json").read_text()) == BASE_TRAFFIC
     assert load.failures == [], load.failures[:5]

@@ -162,6 +162,15 @@ def test_extensions_can_be_turned_off(zoo):
         srv.stop()
 
 
+def keep_screenshot(page, tmp_path: Path, name: str) -> None:
+    """The whole page as a PNG (a real picture: over 10 kB); UPDATE_DOCS_SCREENSHOT=1 copies it to docs/."""
+    shot = tmp_path / name
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT"):
+        shutil.copy(shot, Path(__file__).resolve().parent.parent / "docs" / name)
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: `make test` installs Debian's chromium; "
                                              "this machine could not (no apt-get or no package mirror)")
 def test_dashboard_in_a_real_browser(ext, tmp_path):
@@ -227,11 +236,7 @@ def test_dashboard_in_a_real_browser(ext, tmp_path):
             page.wait_for_selector('[data-testid="version-linear-2"] .state-AVAILABLE', timeout=60000)
             assert int(page.get_attribute("body", "data-refreshed")) > refreshed  # same page, polled
             assert page.inner_text('[data-testid="result-linear/serving_default"]') == text  # form state kept
-            shot = tmp_path / "dashboard.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 10_000
-            if os.environ.get("UPDATE_DOCS_SCREENSHOT"):
-                shutil.copy(shot, Path(__file__).resolve().parent.parent / "docs" / "dashboard.png")
+            keep_screenshot(page, tmp_path, "dashboard.png")
         finally:
             browser.close()
 

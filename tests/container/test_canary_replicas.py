@@ -7,54 +7,48 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 
 import grpc
 import numpy as np
 import pytest
 
-from tests.server_util import wait_for
+from tests.server_util import Background, wait_for
 
 pytestmark = pytest.mark.container
 REPLICAS = 3
 PROJECT = "tfsb-canary"
 
 
-class _Clients:
+class _Clients(Background):
     """Per replica and label ("stable", and the split label "rollout"): a plain gRPC stub predicting `mlp`;
     the versions that answered and every failure."""
+
+    join_s = 15.0
 
     def __init__(self, targets: list[str]):
         from tensorflow_serving.apis import prediction_service_pb2_grpc
 
         from tests.test_grpc_integration import predict_request
 
+        super().__init__()
         self.channels = {t: grpc.insecure_channel(t) for t in targets}
         self.stubs = {t: prediction_service_pb2_grpc.PredictionServiceStub(c) for t, c in self.channels.items()}
         self.reqs = {label: predict_request("mlp", {"x": np.ones((1, 10), np.float32)}, label=label)
                      for label in ("stable", "rollout")}
         self.versions: dict[tuple[str, str], list[int]] = {(t, lb): [] for t in targets for lb in self.reqs}
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=key, daemon=True) for key in self.versions]
+        for key in self.versions:
+            self.spawn(self._run, *key)
 
     def _run(self, target: str, label: str) -> None:
-        while not self._stop.wait(0.01):
+        while not self.stopping(0.01):
             try:
                 resp = self.stubs[target].Predict(self.reqs[label], timeout=10)
                 self.versions[(target, label)].append(resp.model_spec.version.value)
             except grpc.RpcError as e:
                 self.failures.append(f"{target} {label}: {e.code().name}: {e.details()}")
 
-    def __enter__(self):
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for t in self._threads:
-            t.join(15)
+    def closed(self) -> None:
         for c in self.channels.values():
             c.close()
 

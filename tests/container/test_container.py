@@ -19,7 +19,7 @@ import requests
 
 from tfsb.client import GrpcClient
 from tfsb.client.rollout import read_config, set_labels
-from tests.server_util import free_port, wait_for
+from tests.server_util import Background, free_port, wait_for
 
 pytestmark = pytest.mark.container
 
@@ -35,7 +35,7 @@ def _health(container) -> str:
     return (container.attrs["State"].get("Health") or {}).get("Status", "none")
 
 
-class _Traffic:
+class _Traffic(Background):
     """Client threads predicting in a loop; every answer other than OK is recorded."""
 
     def __init__(self, target: str, model: str, inputs: dict, threads: int = 2, stop_on_unavailable=False):
@@ -46,36 +46,27 @@ class _Traffic:
         self.failures: list[str] = []
         self.refused = 0
         self.stop_on_unavailable = stop_on_unavailable
-        self._stop = threading.Event()
-        self.stopping = threading.Event()  # set by the test when it sends SIGTERM
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        self.signalled = threading.Event()  # set by the test when it sends SIGTERM
+        super().__init__()
+        for _ in range(threads):
+            self.spawn(self._run)
 
     def _run(self):
         from tfsb.client.base import ServingClientError
 
-        while not self._stop.is_set():
+        while not self.stopping():
             try:
                 self.client.predict(self.model, self.inputs)
                 self.ok += 1
             except ServingClientError as e:
-                if self.stop_on_unavailable and self.stopping.is_set() and e.code in ("UNAVAILABLE", "CANCELLED"):
+                if self.stop_on_unavailable and self.signalled.is_set() and e.code in ("UNAVAILABLE", "CANCELLED"):
                     # sent after SIGTERM: the listener was closed (UNAVAILABLE) or the call raced the server's
                     # GOAWAY (CANCELLED before any handler ran); the client may retry elsewhere
                     self.refused += 1
                     return
                 self.failures.append(f"{e.code}: {e.message}"[:200])
-                if self.stopping.is_set():
+                if self.signalled.is_set():
                     return
-
-    def __enter__(self):
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for t in self._threads:
-            t.join(60)
 
 
 EMBEDDED_IMAGE = "tf-serving-bundle-embedded:local"
@@ -238,7 +229,7 @@ def test_docker_stop_drains_in_flight_requests(stack):
     with _Traffic(stack.grpc_target, "mlp", {"x": x}, threads=8, stop_on_unavailable=True) as traffic:
         wait_for(lambda: traffic.ok > 50, timeout=60, what="traffic before the stop")
         t0 = time.monotonic()
-        traffic.stopping.set()
+        traffic.signalled.set()
         c.stop(timeout=25)
         took = time.monotonic() - t0
         wait_for(lambda: all(not t.is_alive() for t in traffic._threads), timeout=60, what="clients done")

@@ -5,52 +5,46 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 
 import grpc
 import numpy as np
 import pytest
 
-from tests.server_util import free_port, wait_for
+from tests.server_util import Background, free_port, wait_for
 
 pytestmark = pytest.mark.container
 REPLICAS = 3
 PROJECT = "tfsb-replicas"
 
 
-class _PerReplica:
+class _PerReplica(Background):
     """One client per replica predicting `mlp` by label `stable`; counts answers by version, and failures."""
+
+    join_s = 15.0
 
     def __init__(self, targets: list[str]):
         from tensorflow_serving.apis import prediction_service_pb2_grpc
 
         from tests.test_grpc_integration import predict_request
 
+        super().__init__()
         self.req = predict_request("mlp", {"x": np.ones((1, 10), np.float32)}, label="stable")
         self.channels = {t: grpc.insecure_channel(t) for t in targets}
         self.stubs = {t: prediction_service_pb2_grpc.PredictionServiceStub(c) for t, c in self.channels.items()}
         self.versions: dict[str, list[int]] = {t: [] for t in targets}
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(t,), daemon=True) for t in targets]
+        for t in targets:
+            self.spawn(self._run, t)
 
     def _run(self, target: str) -> None:
-        while not self._stop.wait(0.02):
+        while not self.stopping(0.02):
             try:
                 self.versions[target].append(self.stubs[target].Predict(self.req, timeout=10).model_spec.version.value)
             except grpc.RpcError as e:
                 self.failures.append(f"{target}: {e.code().name}: {e.details()}")
 
-    def __enter__(self):
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for t in self._threads:
-            t.join(15)
+    def closed(self) -> None:
         for c in self.channels.values():
             c.close()
 

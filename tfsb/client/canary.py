@@ -25,7 +25,7 @@ import requests
 from tfsb.client.base import ServingClientError
 from tfsb.client.grpc_client import GrpcClient
 from tfsb.client import rollout
-from tfsb.wire.evidence import reading_delta, summary
+from tfsb.wire.evidence import latency_ms, reading_delta, summary, tail_quantile
 from tfsb.wire.status import CODE_HEADER
 
 
@@ -122,15 +122,24 @@ def readings(servers: Sequence[Server], model: str) -> list[dict]:
     return [traffic_of(s)["readings"].get(model, {}) for s in servers]
 
 
-def evidence(before: list[dict], after: list[dict]) -> dict:
-    """{role: {version: summary}} of what every server saw between two readings, summed over servers."""
+def observed(before: list[dict], after: list[dict]) -> dict:
+    """{role: {version: counts and buckets}} of what every server saw between two readings, summed."""
     total: dict = {}
     for b, a in zip(before, after):
         for role, versions in reading_delta(a, b).items():
             for v, side in versions.items():
                 acc = total.setdefault(role, {}).setdefault(v, None)
                 total[role][v] = side if acc is None else _add(acc, side)
-    return {role: {v: summary(side) for v, side in sorted(vs.items())} for role, vs in sorted(total.items())}
+    return total
+
+
+def evidence(before: list[dict], after: list[dict]) -> dict:
+    """{role: {version: summary}} of what every server saw between two readings, summed over servers."""
+    return summarize(observed(before, after))
+
+
+def summarize(seen: dict) -> dict:
+    return {role: {v: summary(side) for v, side in sorted(vs.items())} for role, vs in sorted(seen.items())}
 
 
 def _add(a: dict, b: dict) -> dict:
@@ -149,22 +158,25 @@ def _num(x) -> float | None:
     return None if x is None else float(x)
 
 
-def judge(ev: dict, baseline: int, canary: int, gates: Gates, *, phase: str) -> list[str]:
-    """The gates a step failed (empty: passed). `phase`: "shadow" judges the mirrored calls against the live
-    baseline; "split" judges the canary's live answers against the baseline's."""
-    b = ev.get("live", {}).get(str(baseline), {})
-    c = ev.get("shadow" if phase == "shadow" else "live", {}).get(str(canary), {})
+def judge(seen: dict, baseline: int, canary: int, gates: Gates, *, phase: str) -> list[str]:
+    """The gates a step failed (empty: passed), from `observed()`. `phase`: "shadow" judges the mirrored calls
+    against the live baseline; "split" judges the canary's live answers against the baseline's."""
+    b_raw = seen.get("live", {}).get(str(baseline), {})
+    c_raw = seen.get("shadow" if phase == "shadow" else "live", {}).get(str(canary), {})
+    b, c = summary(b_raw), summary(c_raw)
     fails = []
-    n = (c.get("requests") or 0) + (c.get("errors") or 0)
+    n = c["requests"] + c["errors"]
     if n < gates.min_requests:
         return [f"insufficient evidence: the canary answered {n} request(s), fewer than {gates.min_requests}"]
-    rate = _num(c.get("error_rate")) or 0.0
+    rate = c["error_rate"] or 0.0
     if rate > gates.max_error_rate:
         fails.append(f"error rate {rate:.2%} > {gates.max_error_rate:.2%}")
-    cp, bp = _num(c.get("p99_ms")), _num(b.get("p99_ms"))
+    q = tail_quantile(c["requests"], b["requests"])  # p99 once both sides have 500 answers
+    cp, bp = latency_ms(c_raw, q), latency_ms(b_raw, q)
     if cp is not None and bp:
         if cp / bp > gates.max_p99_ratio:
-            fails.append(f"p99 {cp:.3f} ms is {cp / bp:.1f}x the baseline's {bp:.3f} ms (> {gates.max_p99_ratio}x)")
+            fails.append(f"p99 (p{100 * q:.3g} of this step's answers) {cp:.3f} ms is {cp / bp:.1f}x the "
+                         f"baseline's {bp:.3f} ms (> {gates.max_p99_ratio}x)")
     if phase == "shadow":
         d, r = _num(c.get("max_abs_diff")), _num(c.get("max_rel_diff"))
         if gates.max_abs_diff is not None and d is not None and d > gates.max_abs_diff:
@@ -236,8 +248,9 @@ def run(plan: Plan, config_path: str, servers: Sequence[Server], *, traffic_file
                     side = ev.get("shadow" if phase == "shadow" else "live", {}).get(str(plan.version), {})
                     if side.get("requests", 0) + side.get("errors", 0) >= plan.hold_requests:
                         break
-            ev = evidence(before, readings(servers, plan.model))
-            fails = judge(ev, baseline, plan.version, plan.gates, phase=phase)
+            seen = observed(before, readings(servers, plan.model))
+            ev = summarize(seen)
+            fails = judge(seen, baseline, plan.version, plan.gates, phase=phase)
             step = {"step": name, "held_s": round(time.monotonic() - t0, 2), "evidence": ev,
                     "passed": not fails, "failed_gates": fails}
             outcome.steps.append(step)
@@ -251,9 +264,11 @@ def run(plan: Plan, config_path: str, servers: Sequence[Server], *, traffic_file
         outcome.result = "promoted"
         log(f"promoted: {plan.model} labels {new}")
         return outcome
-    except (RolloutFailed, ServingClientError, TimeoutError) as e:
+    except (RolloutFailed, ServingClientError, TimeoutError, KeyboardInterrupt) as e:
+        # an operator's Ctrl-C mid-rollout rolls back too: no half-moved weights are left behind
         outcome.result = "rolled back"
-        outcome.reason = str(e) if not isinstance(e, ServingClientError) else f"{e.code}: {e.message}"
+        outcome.reason = "interrupted" if isinstance(e, KeyboardInterrupt) else \
+            str(e) if not isinstance(e, ServingClientError) else f"{e.code}: {e.message}"
         log(f"rolling back: {outcome.reason}")
         _roll_back(servers, original, traffic_file, originals, config_path, log)
         return outcome

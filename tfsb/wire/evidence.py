@@ -8,6 +8,7 @@ from __future__ import annotations
 from tfsb.wire.buckets import delta as bucket_delta, largest, quantile
 
 _COUNTS = ("requests", "errors", "dropped", "agree", "disagree")
+TAIL_SAMPLES = 5  # a latency gate looks at the quantile with this many answers above it, at most p99
 _BUCKETS = ("latency_us", "abs_diff", "rel_diff")
 
 
@@ -55,3 +56,16 @@ def summary(side: dict) -> dict:
             "p50_ms": None if p50 is None else _round(p50 / 1e3), "p99_ms": None if p99 is None else _round(p99 / 1e3),
             "max_abs_diff": _round(abs_d, 12), "max_rel_diff": _round(rel_d, 12),
             "agreement": _round(agree / (agree + disagree), 4) if agree + disagree else None}
+
+
+def tail_quantile(*answered: float) -> float:
+    """The latency quantile two sides can be compared at: p99 once each has 500 answers, lower before, so
+    that at least `TAIL_SAMPLES` answers of each lie above it (a gate must not judge by one slow answer out
+    of a few dozen)."""
+    n = min(answered) if answered else 0
+    return min(0.99, 1 - TAIL_SAMPLES / n) if n > 2 * TAIL_SAMPLES else 0.5
+
+
+def latency_ms(side: dict, q: float) -> float | None:
+    v = quantile(_floats(side.get("latency_us", [])), q)
+    return None if v is None else v / 1e3
