@@ -290,3 +290,40 @@ def test_an_interrupted_rollout_rolls_back(canary_server):
     assert _traffic(srv)["config"] == BASE_TRAFFIC
     assert json.loads((srv.tmp / "traffic.json").read_text()) == BASE_TRAFFIC
     assert load.failures == [], load.failures[:5]
+
+
+def test_classify_and_regress_are_mirrored_over_both_transports(zoo, tmp_path):
+    """Shadow traffic covers the tf.Example APIs: classify is compared by top class (agreement), regress by
+    value; gRPC and REST requests alike. The canary here is the same model published again."""
+    import shutil
+
+    from tfsb.client import GrpcClient
+
+    base = tmp_path / "census"
+    for v in ("1", "2"):
+        shutil.copytree(zoo[0] / "census" / "1", base / v)
+    cfg = tmp_path / "models.config"
+    cfg.write_text(f'model_config_list {{ config {{ name: "census" base_path: "{base}" model_platform: "tensorflow" '
+                   'model_version_policy { specific { versions: 1 versions: 2 } } } }\n')
+    (tmp_path / "traffic.json").write_text('{"models": {"census": {"shadow": {"to": 2, "fraction": 1}}}}')
+    rows = [{"age": [0.3 * i], "education": ["Bachelors"], "hours_per_week": [40]} for i in range(4)]
+    with serving([f"--model_config_file={cfg}", f"--traffic_config_file={tmp_path / 'traffic.json'}"]) as srv:
+        with GrpcClient(srv.grpc_target, retries=0) as c:
+            for _ in range(5):
+                c.classify("census", rows, signature="classify", version=1)
+                c.regress("census", rows, signature="regress", version=1)
+        for verb in ("classify", "regress"):
+            for _ in range(5):
+                r = requests.post(f"{srv.rest_url}/v1/models/census/versions/1:{verb}",
+                                  json={"signature_name": verb, "examples": rows}, timeout=10)
+                assert r.status_code == 200, r.text
+
+        def shadow():
+            m = {m["name"]: m for m in requests.get(f"{srv.rest_url}/api/models", timeout=5).json()["models"]}
+            return m["census"]["traffic"]["evidence"].get("shadow", {}).get("2", {})
+
+        wait_for(lambda: shadow().get("requests") == 20, timeout=30, what="20 mirrored calls")
+        ev = shadow()
+        assert ev["errors"] == 0 and ev["agreement"] == 1.0 and ev["max_abs_diff"] == 0.0, ev
+        live = requests.get(f"{srv.rest_url}/api/traffic", timeout=5).json()["readings"]["census"]["live"]["1"]
+        assert live["requests"] == 20

@@ -28,7 +28,11 @@ def test_the_config_is_validated_and_its_digest_ignores_key_order():
                         ('{"models": {"m": {"shadow": {"to": 0, "fraction": 0.5}}}}', "> 0"),
                         ('{"models": {"m": {"split": {"label": "r", "weights": {"r": 1}}}}}', "cannot be one"),
                         ('{"models": {"m": {"split": {"label": "r", "weights": {"a": -1}}}}}', ">= 0"),
-                        ('{"models": {"m": {"mirror": {}}}}', '"shadow" and/or "split"')):
+                        ('{"models": {"m": {"mirror": {}}}}', '"shadow" and/or "split"'),
+                        ('{"models": {"m": {"split": {"label": "r", "weights": {"a": Infinity}}}}}', ">= 0"),
+                        ('{"models": {"m": {"shadow": {"to": "c", "fraction": NaN}}}}', "fraction"),
+                        ("[" * 100_000, "nested too deeply"),
+                        (b"\xff\xfe{", "not JSON")):
         with pytest.raises(InvalidArgumentError, match=needle):
             TrafficConfig.parse(bad)
 

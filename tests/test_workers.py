@@ -197,3 +197,28 @@ def test_a_start_up_error_stops_every_worker_with_its_code(tmp_path):
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 255
     assert "cannot be shared by --num_server_processes=2" in r.stdout
+
+
+def test_a_traffic_config_put_to_one_worker_reaches_all(pair):
+    """PUT /api/traffic lands on one worker; the others follow it (the control directory), so a split label
+    answers on every connection and the evidence is the whole server's from any worker."""
+    doc = {"models": {"mlp": {"split": {"label": "rollout", "weights": {"1": 50, "2": 50}}}}}
+    close = {"Connection": "close"}  # a new connection each time: the kernel spreads them over the workers
+    r = requests.put(f"{pair.rest_url}/api/traffic", json=doc, headers=close, timeout=10)
+    assert r.status_code == 200, r.text
+    digest = r.json()["digest"]
+    try:
+        wait_for(lambda: all(requests.get(f"{pair.rest_url}/api/traffic", headers=close, timeout=10).json()["digest"]
+                             == digest for _ in range(10)), timeout=10, what="every worker on the new config")
+        x = {"instances": np.ones((1, 10)).tolist()}
+        versions = []
+        for _ in range(40):
+            r = requests.post(f"{pair.rest_url}/v1/models/mlp/labels/rollout:predict", json=x, headers=close,
+                              timeout=10)
+            assert r.status_code == 200, r.text
+            versions.append(int(r.headers["x-tf-serving-model-version"]))
+        assert set(versions) == {1, 2}
+        readings = requests.get(f"{pair.rest_url}/api/traffic", headers=close, timeout=10).json()["readings"]
+        assert sum(v["requests"] for v in readings["mlp"]["live"].values()) >= 40  # both workers' counts
+    finally:
+        requests.put(f"{pair.rest_url}/api/traffic", json={"models": {}}, headers=close, timeout=10)

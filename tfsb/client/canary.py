@@ -63,6 +63,9 @@ class Server:
         return self.grpc.target
 
 
+CONVERGE_S = 5.0  # how long a server's worker processes may take to follow a traffic config
+
+
 class RolloutFailed(Exception):
     def __init__(self, step: str, reasons: list[str]):
         super().__init__(f"{step}: " + "; ".join(reasons))
@@ -100,8 +103,13 @@ def push_traffic(servers: Sequence[Server], doc: dict, traffic_file: str | None,
     for s in servers:
         try:
             digest = _http("PUT", s.rest_url.rstrip("/") + "/api/traffic", doc)["digest"]
-            if traffic_of(s)["digest"] != digest:
-                failed.append(f"{s.name}: does not report the config it accepted")
+            # a server of several worker processes answers from any of them: each must follow within seconds
+            deadline = time.monotonic() + CONVERGE_S
+            while any(traffic_of(s)["digest"] != digest for _ in range(4)):
+                if time.monotonic() > deadline:
+                    failed.append(f"{s.name}: does not report the config it accepted within {CONVERGE_S:g} s")
+                    break
+                time.sleep(0.1)
         except ServingClientError as e:
             failed.append(f"{s.name}: {e.code}: {e.message}")
     if failed:

@@ -5,12 +5,13 @@ worker pool (they walk the registry and the metrics)."""
 
 from __future__ import annotations
 
+import logging
 from importlib import resources
 
 import orjson
 
 from tfsb import __version__
-from tfsb.errors import FailedPreconditionError, PermissionDeniedError, ServingError
+from tfsb.errors import FailedPreconditionError, InternalError, PermissionDeniedError, ServingError
 from tfsb.server import catalog, openapi
 from tfsb.server.history import History
 from tfsb.server.rest_routes import Answer, error_answer
@@ -20,6 +21,7 @@ _STATIC = {"index.html": b"text/html; charset=utf-8", "app.js": b"text/javascrip
            "style.css": b"text/css; charset=utf-8"}
 _JSON = b"application/json"
 TRAFFIC = "/api/traffic"
+log = logging.getLogger("tfsb.server.rest")
 
 
 def _static(name: str) -> bytes:
@@ -63,14 +65,13 @@ class Extensions:
         try:
             if self.traffic is None:
                 raise FailedPreconditionError("this server has no traffic control")
-            if allowed == "workers":
-                raise FailedPreconditionError(
-                    "PUT /api/traffic would reach one of several worker processes (--num_server_processes): "
-                    "change --traffic_config_file instead; every worker re-reads it")
             if allowed != "enabled":
                 raise PermissionDeniedError(f"changing the traffic config is refused as config reloads are "
                                             f"(--model_config_reload_api={allowed})")
-            self.traffic.apply(TrafficConfig.parse(body), "PUT " + TRAFFIC)
+            self.traffic.put(TrafficConfig.parse(body), "PUT " + TRAFFIC)
         except ServingError as e:
             return error_answer(e)
+        except Exception as e:  # noqa: BLE001 - a bug answers 500, never kills the server
+            log.exception("PUT %s failed", TRAFFIC)
+            return error_answer(InternalError(f"{type(e).__name__}: {e}"))
         return Answer(200, orjson.dumps({"digest": self.traffic.config.digest, "config": self.traffic.config.to_doc()}))

@@ -161,7 +161,7 @@ class RestSettings:
     grace_s: float
     reuse_port: bool
     options: ServerOptions  # for rest_protocol.guarded_protocol: header/body timeouts, connection cap
-    traffic_push: str = "enabled"  # PUT /api/traffic: as --model_config_reload_api, or "workers" (refused)
+    traffic_push: str = "enabled"  # PUT /api/traffic: allowed as --model_config_reload_api allows reloads
 
     @classmethod
     def from_options(cls, opts: ServerOptions, *, reuse_port: bool) -> "RestSettings":
@@ -170,7 +170,7 @@ class RestSettings:
                    opts.rest_api_enable_cors_support, max(0, opts.max_inflight_requests),
                    max(0, opts.rest_api_max_request_bytes), opts.rest_api_extensions,
                    max(1, opts.rest_api_idle_timeout_seconds), float(max(0, opts.shutdown_grace_period_seconds)),
-                   reuse_port, opts, "workers" if reuse_port else opts.model_config_reload_api)
+                   reuse_port, opts, opts.model_config_reload_api)
 
 
 class RestApp:

@@ -26,6 +26,7 @@ from tfsb.server.transport import Transport
 from tfsb.server.versions import LoadPolicy, VersionRecord
 
 log = logging.getLogger("tfsb.server")
+SHARED_TRAFFIC_POLL_S = 0.2  # how soon sibling worker processes follow a traffic config PUT to one of them
 
 
 @dataclass
@@ -109,6 +110,11 @@ def build_and_start(opts: ServerOptions) -> Server:
     _start_config_poller(server)
     if opts.traffic_config_file and opts.traffic_config_poll_seconds > 0:
         server.core.traffic.watch(opts.traffic_config_file, opts.traffic_config_poll_seconds, server.lifecycle)
+    shared = server.core.traffic.shared_path
+    if shared:  # a sibling's PUT /api/traffic (a replacement worker starts on the newest one)
+        if os.path.exists(shared):
+            server.core.traffic.load_file(shared)
+        server.core.traffic.watch(shared, SHARED_TRAFFIC_POLL_S, server.lifecycle)
     shared = server.control is not None  # sibling worker processes share the ports
     from tfsb.server.grpc_transport import GrpcSettings, GrpcTransport
 
@@ -158,7 +164,7 @@ def build(opts: ServerOptions) -> Server:
                              allow_unavailable_labels=opts.allow_version_labels_for_unavailable_models,
                              on_event=on_event, on_removed=metrics.forget_model, platforms=frozenset(settings))
     lifecycle = Lifecycle(models_available=registry.all_models_available)
-    traffic = Traffic(metrics, registry.labels)
+    traffic = Traffic(metrics, registry.labels, shared_path=workers.shared_file("traffic.json"))
     core = Core(registry, inference, budget=MemoryBudget(opts.request_memory_budget_bytes), traffic=traffic)
     return Server(opts, registry, core, lifecycle)
 

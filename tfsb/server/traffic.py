@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import threading
@@ -96,6 +97,8 @@ class TrafficConfig:
             doc = json.loads(text) if (text.strip() if isinstance(text, str) else text.strip()) else {}
         except (ValueError, UnicodeDecodeError) as e:
             raise InvalidArgumentError(f"traffic config is not JSON: {e}") from None
+        except RecursionError:
+            raise InvalidArgumentError("traffic config is not JSON: nested too deeply") from None
         if not isinstance(doc, dict) or set(doc) - {"models"}:
             raise InvalidArgumentError('traffic config: a JSON object with one key, "models"')
         models_doc = doc.get("models", {})
@@ -112,7 +115,7 @@ class TrafficConfig:
                 if not isinstance(s, dict) or set(s) != {"to", "fraction"}:
                     raise InvalidArgumentError(f'{where}: "shadow" is {{"to": LABEL or VERSION, "fraction": 0..1}}')
                 f = s["fraction"]
-                if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1:
+                if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1:  # NaN fails too
                     raise InvalidArgumentError(f"{where}: shadow fraction must be a number in [0, 1], not {f!r}")
                 shadow = Shadow(_target(s["to"], f"{where}, shadow"), float(f))
             if entry.get("split") is not None:
@@ -130,7 +133,7 @@ class TrafficConfig:
                     t = _target(k, f"{where}, split")
                     if t == label:
                         raise InvalidArgumentError(f"{where}: the split label {label!r} cannot be one of its targets")
-                    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != v:
+                    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
                         raise InvalidArgumentError(f"{where}: split weight of {k!r} must be a number >= 0, not {v!r}")
                     weights.append((t, float(v)))
                 if sum(v for _, v in weights) <= 0:
@@ -219,11 +222,13 @@ class Traffic:
     every request's path: for a model without an entry they cost one dict lookup."""
 
     def __init__(self, metrics: Metrics, labels_of: Callable[[str], dict[str, int]], *,
-                 max_queue: int = MAX_SHADOW_QUEUE):
+                 max_queue: int = MAX_SHADOW_QUEUE, shared_path: str | None = None):
         self.metrics = metrics
         self._labels_of = labels_of  # the models.config's labels of a model (they win over a split label)
         self.config = EMPTY
         self.source = ""
+        # --num_server_processes: a config PUT to one worker is written here, and every worker follows it
+        self.shared_path = shared_path
         self.max_queue = max_queue
         self._pending = 0
         self._lock = threading.Lock()
@@ -238,6 +243,16 @@ class Traffic:
             log.info("traffic config %s from %s: %s", config.digest, source, json.dumps(config.to_doc()))
         return changed
 
+    def put(self, config: TrafficConfig, source: str) -> None:
+        """A config set at run time: applied here, and handed to the sibling worker processes (an atomic
+        write of the shared file they watch)."""
+        self.apply(config, source)
+        if self.shared_path:
+            tmp = f"{self.shared_path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(config.to_doc(), f)
+            os.replace(tmp, self.shared_path)
+
     def load_file(self, path: str) -> bool:
         with open(path, "rb") as f:
             return self.apply(TrafficConfig.parse(f.read()), path)
@@ -250,12 +265,15 @@ class Traffic:
             while not stopping.wait(period_s):
                 try:
                     st = os.stat(path)
-                    key = (st.st_mtime_ns, st.st_size, st.st_ino)
-                    if key == last:
-                        continue
-                    last = key
+                except FileNotFoundError:  # not (yet) written: the config in force stays
+                    continue
+                key = (st.st_mtime_ns, st.st_size, st.st_ino)
+                if key == last:
+                    continue
+                last = key
+                try:
                     self.load_file(path)
-                except (OSError, ServingError) as e:
+                except (OSError, ServingError) as e:  # once per version of the file, not per poll
                     log.error("traffic config %s not applied: %s", path, getattr(e, "message", e))
 
         threading.Thread(target=loop, name="traffic-poll", daemon=True).start()

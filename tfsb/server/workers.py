@@ -60,6 +60,11 @@ def worker_index() -> int | None:
     return int(v) if v is not None else None
 
 
+def shared_file(name: str) -> str | None:
+    """A file in the control directory every worker process shares (None outside worker mode)."""
+    return os.path.join(os.environ[ENV_CONTROL], name) if is_worker() else None
+
+
 def is_worker() -> bool:
     return worker_index() is not None
 
