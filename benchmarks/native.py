@@ -221,6 +221,15 @@ def run_h2load(port: int, frame: bytes, reply_len: int, seconds: float, conns: i
             "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1000 if lat else float("nan")}
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children: the load generator runs (the servers are still
+    running, so they are not counted)."""
+    import resource
+
+    u = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return u.ru_utime + u.ru_stime
+
+
 def measure(proc: Proc, transport: str, payload: bytes, reply_len: int, seconds: float, conns: int,
             tmp: Path, cpu: int | None = 1, ok_count=None) -> dict:
     """`ok_count`: a callable reading the server's successful-request counter; given, REST uses the light wrk
@@ -230,9 +239,12 @@ def measure(proc: Proc, transport: str, payload: bytes, reply_len: int, seconds:
         (lambda s: run_h2load(proc.port, grpc_frame(payload), reply_len, s, conns, tmp, cpu))
     run(1)  # warm-up, not recorded
     ok0 = ok_count() if light else 0
+    g0 = _children_cpu()
     c0, t0 = cpu_seconds(proc.p.pid), time.monotonic()
     r = run(seconds)
     c1, t1 = cpu_seconds(proc.p.pid), time.monotonic()
+    # cores each side used: on a 2-core host the load generator's share is what the server cannot have
+    r["server_cores"], r["loadgen_cores"] = (c1 - c0) / (t1 - t0), (_children_cpu() - g0) / (t1 - t0)
     if light and transport == "REST":
         r["failed"] += max(0, r["requests"] - (ok_count() - ok0))
     r["rps"] = r["requests"] / (t1 - t0)
@@ -260,7 +272,7 @@ def start_server(kind: str, transport: str, base: Path, tmp: Path) -> Proc:
 
 
 def median_row(rows: list[dict]) -> dict:
-    keys = ("rps", "cpu_us", "p50_ms", "p99_ms")
+    keys = ("rps", "cpu_us", "p50_ms", "p99_ms", "server_cores", "loadgen_cores")
     out = {k: statistics.median(r[k] for r in rows) for k in keys}
     out["requests"] = sum(r["requests"] for r in rows)
     out["failed"] = sum(r["failed"] for r in rows)
@@ -473,11 +485,16 @@ def render(results: dict, scaling: dict | None, args) -> str:
         n = args.processes
         lines += ["", f"### {n} server processes on the same ports vs 1 (unpinned, batch 1, "
                       f"{args.connections * 2} connections)", "",
-                  "| transport | 1 process req/s | " + f"{n} processes req/s | ratio | target ≥ 1.6× |",
-                  "|---|---|---|---|---|"]
+                  "| transport | 1 process req/s | " + f"{n} processes req/s | ratio | target ≥ 1.6× "
+                  "| server cores used 1 / n | load generator cores 1 / n | req/s per server core 1 / n |",
+                  "|---|---|---|---|---|---|---|---|"]
         for t in ("REST", "gRPC"):
-            a, b = scaling[f"{t}|1"]["rps"], scaling[f"{t}|{n}"]["rps"]
-            lines.append(f"| {t} | {a:.0f} | {b:.0f} | {b / a:.2f}× | {'met' if b / a >= 1.6 else 'missed'} |")
+            one, many = scaling[f"{t}|1"], scaling[f"{t}|{n}"]
+            a, b = one["rps"], many["rps"]
+            lines.append(f"| {t} | {a:.0f} | {b:.0f} | {b / a:.2f}× | {'met' if b / a >= 1.6 else 'missed'} | "
+                         f"{one['server_cores']:.2f} / {many['server_cores']:.2f} | "
+                         f"{one['loadgen_cores']:.2f} / {many['loadgen_cores']:.2f} | "
+                         f"{a / one['server_cores']:.0f} / {b / many['server_cores']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -94,11 +94,13 @@ class Inference:
         outputs = self._check_output_filter(sig, output_filter)
         if isinstance(inputs, dict):
             feeds = inputs
+            self._check_inputs(sig, feeds)
+        elif inputs.names is not None:  # everything cheap is checked before a byte is decoded
+            self._check_inputs(sig, inputs.names)
+            feeds = inputs(sig)  # decodes exactly the names just checked
         else:
-            if inputs.names is not None:  # everything cheap is checked before a byte is decoded
-                self._check_inputs(sig, inputs.names)
             feeds = inputs(sig)
-        self._check_inputs(sig, feeds)
+            self._check_inputs(sig, feeds)
         t0 = time.perf_counter()
         result = servable.run_signature(sig, dict(feeds), outputs)
         took = time.perf_counter() - t0

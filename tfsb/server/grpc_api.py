@@ -168,7 +168,7 @@ class ProtoInputs:
         inputs = {}
         for alias, proto in self._protos.items():
             try:
-                inputs[alias] = tensor_proto.to_numpy(proto)
+                inputs[alias] = tensor_proto.to_numpy(proto, checked=True)  # sized just above
             except ServingError as e:
                 raise InvalidArgumentError(f"tensor parsing error: {alias} ({e.message})") from e
             except (ValueError, MemoryError) as e:  # whatever numpy refuses is the request's fault

@@ -120,10 +120,12 @@ def _field_len(proto: Message, dtype: int) -> int:
     return len(getattr(proto, _FIELD[dtype]))
 
 
-def to_numpy(proto: Message) -> np.ndarray:
+def to_numpy(proto: Message, *, checked: bool = False) -> np.ndarray:
     """Decode a TensorProto. Raises InvalidArgumentError on anything TF's FromProto would reject, and on a
-    shape whose size would exceed MAX_TENSOR_BYTES (a few bytes of proto must not allocate gigabytes)."""
-    decoded_bytes(proto)
+    shape whose size would exceed MAX_TENSOR_BYTES (a few bytes of proto must not allocate gigabytes).
+    `checked`: the caller already had `decoded_bytes` accept this proto (a server charging it first)."""
+    if not checked:
+        decoded_bytes(proto)
     dtype = proto.dtype
     shape = _shape(proto)
     n = math.prod(shape)
