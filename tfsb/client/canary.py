@@ -214,9 +214,11 @@ class Outcome:
 def run(plan: Plan, config_path: str, servers: Sequence[Server], *, traffic_file: str | None = None,
         dry_run: bool = False, log: Callable[[str], None] = print,
         on_step: Callable[[dict], None] = lambda step: None) -> Outcome:
+    """Roll `plan.version` out on every server (the first one is the primary the label tool reloads first);
+    never raises once a change was made: a failure is an Outcome "rolled back" with its reason."""
     primary = servers[0]
     labels = rollout.read_config(config_path)
-    entry = rollout._model(labels, plan.model)
+    entry = rollout.model_entry(labels, plan.model)
     if plan.baseline_label not in entry.version_labels:
         raise ServingClientError("FAILED_PRECONDITION", f"model {plan.model} has no {plan.baseline_label!r} label "
                                  "to roll out against")
@@ -247,20 +249,10 @@ def run(plan: Plan, config_path: str, servers: Sequence[Server], *, traffic_file
         for phase, pct in phases:
             name = _step_name(phase, pct)
             push_traffic(servers, _with_entry(original[0], plan.model, _entry(plan, phase, pct)), traffic_file, log)
-            before = readings(servers, plan.model)
-            t0 = time.monotonic()
-            while time.monotonic() - t0 < plan.hold_s:
-                time.sleep(min(0.5, plan.hold_s))
-                if plan.hold_requests:
-                    ev = evidence(before, readings(servers, plan.model))
-                    side = ev.get("shadow" if phase == "shadow" else "live", {}).get(str(plan.version), {})
-                    if side.get("requests", 0) + side.get("errors", 0) >= plan.hold_requests:
-                        break
-            seen = observed(before, readings(servers, plan.model))
-            ev = summarize(seen)
+            held_s, seen = _hold(plan, servers, phase)
             fails = judge(seen, baseline, plan.version, plan.gates, phase=phase)
-            step = {"step": name, "held_s": round(time.monotonic() - t0, 2), "evidence": ev,
-                    "passed": not fails, "failed_gates": fails}
+            step = {"step": name, "held_s": held_s, "evidence": summarize(seen), "passed": not fails,
+                    "failed_gates": fails}
             outcome.steps.append(step)
             on_step(step)
             log(_describe(step, baseline, plan.version, phase))
@@ -282,16 +274,32 @@ def run(plan: Plan, config_path: str, servers: Sequence[Server], *, traffic_file
         return outcome
 
 
+def _hold(plan: Plan, servers: Sequence[Server], phase: str) -> tuple[float, dict]:
+    """Hold one step for `hold_s`, or until the canary answered `hold_requests`; (seconds held, what the
+    servers saw meanwhile)."""
+    before = readings(servers, plan.model)
+    role = "shadow" if phase == "shadow" else "live"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < plan.hold_s:
+        time.sleep(min(0.5, plan.hold_s))
+        if plan.hold_requests:
+            side = evidence(before, readings(servers, plan.model)).get(role, {}).get(str(plan.version), {})
+            if side.get("requests", 0) + side.get("errors", 0) >= plan.hold_requests:
+                break
+    return round(time.monotonic() - t0, 2), observed(before, readings(servers, plan.model))
+
+
 def _roll_back(servers, original, traffic_file, originals, config_path, log) -> None:
-    """Every server's traffic config as it was, then the label files as they were, reloaded everywhere."""
+    """The traffic file, then every server's traffic config, then the label files as they were, reloaded
+    everywhere. Each server gets back its own config (replicas may have differed)."""
+    if traffic_file:
+        rollout.write_text(traffic_file, json.dumps(original[0], indent=1, sort_keys=True) + "\n")
     for s, doc in zip(servers, original):
         try:
             push_traffic([s], doc, None, log)
         except ServingClientError as e:
             log(f"restoring the traffic config on {s.name} failed: {e.message}")
-    if traffic_file:
-        rollout.write_text(traffic_file, json.dumps(original[0], indent=1, sort_keys=True) + "\n")
-    rollout._restore(originals, config_path, [s.grpc for s in servers], log)
+    rollout.restore(originals, config_path, [s.grpc for s in servers], log)
 
 
 def _step_name(phase: str, pct: int) -> str:

@@ -66,7 +66,8 @@ def config_files(config_path: str | os.PathLike) -> list[Path]:
     return [path]
 
 
-def _model(cfg: ModelServerConfig, name: str):
+def model_entry(cfg: ModelServerConfig, name: str):
+    """The model's entry in a config (KeyError naming it when it has none)."""
     for m in cfg.model_config_list.config:
         if m.name == name:
             return m
@@ -140,7 +141,7 @@ def set_labels(config_path: str | os.PathLike, client: GrpcClient, model: str, l
     originals = {f: f.read_text() for f in files}
     servers = list({c.target: c for c in (client, *replicas)}.values())
     cfg = read_config(config_path)
-    m = _model(cfg, model)
+    m = model_entry(cfg, model)
     for k, v in labels.items():
         if not k or v <= 0:
             raise ServingClientError("INVALID_ARGUMENT", f"bad label assignment {k}={v}: LABEL=VERSION with a "
@@ -182,7 +183,7 @@ def set_labels(config_path: str | os.PathLike, client: GrpcClient, model: str, l
         _converge(servers, model, labels, timeout, log)
         return new
     except (ServingClientError, TimeoutError) as e:
-        _restore(originals, config_path, servers, log)
+        restore(originals, config_path, servers, log)
         if isinstance(e, ServingClientError):
             raise ServingClientError(e.code, f"{e.message} (the previous config was restored)", e.http_status) \
                 from None
@@ -226,7 +227,8 @@ def _converge(servers: list[GrpcClient], model: str, labels: dict[str, int], tim
     log(f"all {len(servers)} server(s) resolve {labels}: " + ", ".join(s.target for s in servers))
 
 
-def _restore(originals: dict[Path, str], config_path, servers: list[GrpcClient], log: Callable[[str], None]) -> None:
+def restore(originals: dict[Path, str], config_path, servers: list[GrpcClient], log: Callable[[str], None]) -> None:
+    """Write the config files back as they were and reload every server on them."""
     for path, text in originals.items():
         write_text(path, text)
     try:
@@ -258,7 +260,7 @@ def docker_replicas(service: str, port: int = 8500) -> list[str]:
 def promote(config_path: str | os.PathLike, client: GrpcClient, model: str, source: str = "canary",
             target: str = "stable", **kw) -> dict[str, int]:
     """Point `target` at the version `source` points to (e.g. canary → stable)."""
-    m = _model(read_config(config_path), model)
+    m = model_entry(read_config(config_path), model)
     if source not in m.version_labels:
         raise KeyError(f"model {model!r} has no label {source!r}")
     return set_labels(config_path, client, model, {target: m.version_labels[source]}, **kw)
