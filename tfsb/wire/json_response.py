@@ -15,6 +15,9 @@ from tfsb.wire.json_text import PrettyWriter, format_decimal
 from tfsb.wire.tensor_proto import DT, NP_DTYPE, dtype_name, dtype_of
 
 
+_PER_VALUE_MAX = 8  # values formatted one by one below this (measured: the crossover is near 10)
+
+
 def _float_tokens(arr: np.ndarray) -> list[str]:
     """`format_decimal` for a whole float32/float64 array: `%g` per value, the round trip checked for all at
     once by numpy's C text parser, `max_digits10` only where `%g` lost bits (3× faster than numpy's char
@@ -22,6 +25,8 @@ def _float_tokens(arr: np.ndarray) -> list[str]:
     flat = arr.ravel()
     f32 = flat.dtype == np.float32
     vals = flat.astype(np.float64).tolist()
+    if len(vals) <= _PER_VALUE_MAX:  # a few values: numpy's array set-up costs more than the values
+        return [format_decimal(v, f32) for v in vals]
     tokens = [f"{v:g}" for v in vals]
     back = np.fromstring(" ".join(tokens), sep=" ") if tokens else np.empty(0)
     if f32:
