@@ -136,3 +136,23 @@ def test_the_gates():
     assert two["live"]["2"]["requests"] == 25
     step = evidence(good, [{"live": {"1": _reading(150, 0, 1000.0)}, "shadow": {"2": _reading(130, 0, 1000.0, 1e-4)}}])
     assert step["shadow"]["2"]["requests"] == 30 and step["live"]["1"]["requests"] == 50
+
+
+def test_classifications_agree_by_top_class():
+    from tensorflow_serving.apis import classification_pb2
+
+    from tfsb.server.traffic import compare_classifications
+
+    def result(*rows):
+        r = classification_pb2.ClassificationResult()
+        for row in rows:
+            c = r.classifications.add()
+            for label, score in row:
+                c.classes.add(label=label, score=score)
+        return r
+
+    live = result([("a", 0.9), ("b", 0.1)], [("a", 0.2), ("b", 0.8)], [("", 0.3), ("", 0.7)])
+    same = result([("a", 0.6), ("b", 0.4)], [("a", 0.4), ("b", 0.6)], [("", 0.1), ("", 0.9)])
+    assert compare_classifications(live, same) == (3, 0)  # scores differ, the top classes do not
+    flipped = result([("a", 0.4), ("b", 0.6)], [("a", 0.2), ("b", 0.8)])
+    assert compare_classifications(live, flipped) == (1, 2)  # one flipped, one missing

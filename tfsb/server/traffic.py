@@ -193,20 +193,19 @@ def compare_tensors(live: dict[str, np.ndarray], shadow: dict[str, np.ndarray]) 
     return abs_max, rel_max, agree, disagree
 
 
+def _top_class(c) -> str | int | None:
+    """A Classifications' top class: its label, or its position when the model gives no labels."""
+    if not c.classes:
+        return None
+    i = max(range(len(c.classes)), key=lambda k: c.classes[k].score)
+    return c.classes[i].label or i
+
+
 def compare_classifications(live, shadow) -> tuple[int, int]:
-    """(agreeing, disagreeing) examples by top class (label, or position when there are no labels)."""
-    agree = disagree = 0
-    for a, b in zip(live.classifications, shadow.classifications):
-        if a.classes and b.classes:
-            ta = max(range(len(a.classes)), key=lambda i: a.classes[i].score)
-            tb = max(range(len(b.classes)), key=lambda i: b.classes[i].score)
-            same = (a.classes[ta].label, ta if not a.classes[ta].label else 0) == \
-                   (b.classes[tb].label, tb if not b.classes[tb].label else 0)
-        else:
-            same = len(a.classes) == len(b.classes)
-        agree, disagree = agree + same, disagree + (not same)
-    disagree += abs(len(live.classifications) - len(shadow.classifications))
-    return agree, disagree
+    """(agreeing, disagreeing) examples by top class; examples only one side has disagree."""
+    agree = sum(_top_class(a) == _top_class(b) for a, b in zip(live.classifications, shadow.classifications))
+    n = max(len(live.classifications), len(shadow.classifications))
+    return agree, n - agree
 
 
 def compare_regressions(live, shadow) -> tuple[float, float]:
@@ -218,8 +217,8 @@ def compare_regressions(live, shadow) -> tuple[float, float]:
 
 # ---------------------------------------------------------------------------------------------- runtime
 class Traffic:
-    """The current traffic config of one server process and the shadow worker. `route` and `plan` are on
-    every request's path: for a model without an entry they cost one dict lookup."""
+    """The current traffic config of one server process and the shadow worker. `entry` is on every
+    request's path (one dict lookup); the rest only for models with an entry."""
 
     def __init__(self, metrics: Metrics, labels_of: Callable[[str], dict[str, int]], *,
                  max_queue: int = MAX_SHADOW_QUEUE, shared_path: str | None = None):
@@ -303,7 +302,7 @@ class Traffic:
         if shadow is None or shadow.fraction <= 0 or random.random() >= shadow.fraction:
             return False
         target = spec_for(model, shadow.to)
-        if target.version == version:
+        if self._version_of(model, target) == str(version):  # the shadow target is the live version now
             return False
         with self._lock:
             busy = self._pending >= self.max_queue
