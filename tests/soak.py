@@ -1,9 +1,11 @@
-"""`make soak`: 50 version swaps under concurrent gRPC + REST load with hostile requests mixed in.
+"""`make soak`: 50 version swaps under concurrent gRPC + REST load with hostile requests mixed in, and
+half the requests mirrored to the previous version (shadow traffic, moved on with each swap).
 
 Bounded (stops after --max-seconds, default 540), loopback only. Prints requests sent, failed (must be 0),
-swaps done, hostile inputs tried (and how many got an unexpected answer), p99 latency during swaps, and the
-server's RSS at start, after 5 and after 50 swaps. Exit status 1 if a request failed, a hostile input got a
-server error, or RSS after the last swap exceeds RSS after the 5th by more than --rss-margin-mib.
+swaps done, hostile inputs tried (and how many got an unexpected answer; hostile traffic configs included),
+p99 latency during swaps, the shadow calls answered, failed and dropped, and the server's RSS at start,
+after 5 and after 50 swaps. Exit status 1 if a request failed, a hostile input got a server error, no shadow
+call was answered, or RSS after the last swap exceeds RSS after the 5th by more than --rss-margin-mib.
 """
 
 from __future__ import annotations
@@ -68,7 +70,12 @@ def main() -> int:
     model_dir = work / "models" / "mlp"
     model_dir.mkdir(parents=True)
     shutil.copytree(src / "mlp" / "1", model_dir / "1")
-    srv = ServerProcess(["--model_name=mlp", f"--model_base_path={model_dir}", "--file_system_poll_wait_seconds=1"])
+    # the two newest versions stay loaded: clients get the newest, half their requests are mirrored to the
+    # one before (shadow traffic, moved on with every swap by PUT /api/traffic)
+    (work / "models.config").write_text(
+        f'model_config_list {{ config {{ name: "mlp" base_path: "{model_dir}" model_platform: "tensorflow" '
+        'model_version_policy { latest { num_versions: 2 } } } }\n')
+    srv = ServerProcess([f"--model_config_file={work / 'models.config'}", "--file_system_poll_wait_seconds=1"])
     srv.wait_ready()
     stop = threading.Event()
     lock = threading.Lock()
@@ -123,6 +130,12 @@ def main() -> int:
                 with lock:
                     stats["hostile"] += 1
                     stats["hostile_unexpected"] += int(r.status_code >= 500)  # a 5xx, never a 4xx or a lucky 200
+            body = rng.choice([b"", b"{", b"[" * 50_000, b'{"models": {"mlp": {"shadow": {"to": 1, "fraction": NaN}}}}',
+                               rng.randbytes(rng.randint(0, 256))])
+            r = s.put(srv.rest_url + "/api/traffic", data=body, timeout=30)  # refused; the config in force stays
+            with lock:
+                stats["hostile"] += 1
+                stats["hostile_unexpected"] += int(r.status_code != 400)
             req = predict_pb2.PredictRequest()
             req.model_spec.name = "mlp"
             bad = req.inputs["x"]
@@ -159,20 +172,23 @@ def main() -> int:
             def swapped():
                 st = requests.get(f"{srv.rest_url}/v1/models/mlp", timeout=10).json()["model_version_status"]
                 states = {int(s["version"]): s["state"] for s in st}
-                return states.get(v) == "AVAILABLE" and states.get(v - 1) == "END"
+                return states.get(v) == "AVAILABLE" and states.get(v - 2, "END") == "END"
 
             wait_for(swapped, timeout=120, interval=0.05, what=f"swap to v{v}")
             swap_windows.append((t0, time.monotonic()))
+            requests.put(f"{srv.rest_url}/api/traffic", timeout=10, data=json.dumps(
+                {"models": {"mlp": {"shadow": {"to": v - 1, "fraction": 0.5}}}})).raise_for_status()
             swaps += 1
             if swaps == 5:
                 rss["after_5"] = _rss_mib(srv.proc.pid)
-            shutil.rmtree(model_dir / str(v - 1), ignore_errors=True)  # keep the disk bounded, like a retention job
+            shutil.rmtree(model_dir / str(v - 2), ignore_errors=True)  # keep the disk bounded, like a retention job
         rss[f"after_{swaps}"] = _rss_mib(srv.proc.pid)
     finally:
         stop.set()
         for t in threads:
             t.join(30)
         alive = srv.proc.poll() is None
+        shadow = requests.get(f"{srv.rest_url}/api/traffic", timeout=10).json() if alive else {}
         code = srv.stop()
     during = [d for (ts, d) in latencies if any(a <= ts <= b + 0.5 for a, b in swap_windows)]
     all_lat = [d for _, d in latencies]
@@ -184,12 +200,16 @@ def main() -> int:
     print(f"swaps done:           {swaps}")
     print(f"hostile inputs tried: {stats['hostile']} (unexpected answers: {stats['hostile_unexpected']})")
     print(f"p99 latency:          {p99_all:.2f} ms overall, {p99_swap:.2f} ms during swaps")
+    sides = shadow.get("readings", {}).get("mlp", {}).get("shadow", {}).values()
+    print(f"shadow calls:         {sum(v['requests'] for v in sides):.0f} answered, "
+          f"{sum(v['errors'] for v in sides):.0f} errors, {sum(v['dropped'] for v in sides):.0f} dropped; "
+          f"config in force {shadow.get('config')}")
     print("RSS:                  " + ", ".join(f"{k.replace('_', ' ')} {v:.0f} MiB" for k, v in rss.items()))
     print(f"server alive after soak: {alive}; exit status after SIGTERM: {code}")
     print(f"duration:             {time.monotonic() - t_start:.0f} s")
     shutil.rmtree(work, ignore_errors=True)
     ok = (stats["failed"] == 0 and stats["hostile_unexpected"] == 0 and alive and code == 0
-          and growth <= args.rss_margin_mib)
+          and growth <= args.rss_margin_mib and sum(v["requests"] for v in sides) > 0)
     print("SOAK " + ("PASSED" if ok else f"FAILED (RSS growth after the 5th swap: {growth:.0f} MiB)"))
     return 0 if ok else 1
 

@@ -204,7 +204,7 @@ def test_a_bad_traffic_config_is_refused_and_the_one_in_force_kept(canary_server
     srv = canary_server
     _reset(srv)
     before = _traffic(srv)["digest"]
-    for body, needle in ((b"{not json", "not JSON"),
+    for body, needle in ((b"{not json", "not JSON"), (b"", "is empty"), (b"  \n", "is empty"),
                          (b'{"models": {"lin": {"shadow": {"to": "canary", "fraction": 2}}}}', "fraction"),
                          (b'{"models": {"lin": {"split": {"label": "x", "weights": {"stable": 0}}}}}', "all be 0"),
                          (b'{"models": {"lin": {"split": {"label": "7", "weights": {"stable": 1}}}}}', "non-numeric")):

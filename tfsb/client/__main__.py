@@ -215,8 +215,11 @@ def cmd_rollout(args):
     servers = [canary.Server(client, args.rest_url)]
     rest = list(args.replica_rest or [])
     grpc_targets = list(args.replica or [])
+    if not rest and all(t.rsplit(":", 1)[-1] == "8500" for t in grpc_targets):
+        rest = [f"http://{t.rsplit(':', 1)[0]}:8501" for t in grpc_targets]  # TF Serving's port pair
     if len(rest) != len(grpc_targets):
-        raise SystemExit("error: give one --replica-rest URL for each --replica (in the same order)")
+        raise SystemExit("error: give one --replica-rest URL for each --replica (in the same order); only "
+                         "replicas on TF Serving's ports 8500/8501 need none")
     if args.docker_service:
         for t in docker_replicas(args.docker_service):
             grpc_targets.append(t)
@@ -363,7 +366,8 @@ def main(argv=None) -> int:
     sp.add_argument("--config", help="the models.config the servers run on (as for `label`)")
     sp.add_argument("--replica", action="append", metavar="HOST:PORT", help="another replica's gRPC address")
     sp.add_argument("--replica-rest", action="append", metavar="URL",
-                    help="that replica's REST URL (one per --replica, same order)")
+                    help="that replica's REST URL (one per --replica, same order; default http://HOST:8501 when "
+                         "every --replica is on port 8500)")
     sp.add_argument("--docker-service", metavar="[PROJECT/]SERVICE",
                     help="every running container of this compose service (gRPC 8500, REST 8501)")
     sp.add_argument("--traffic-file", help="the --traffic_config_file the servers read: kept in step with them")

@@ -90,7 +90,14 @@ def _http(method: str, url: str, body: dict | None = None, timeout: float = 10.0
 
 
 def traffic_of(server: Server) -> dict:
-    return _http("GET", server.rest_url.rstrip("/") + "/api/traffic")
+    try:
+        return _http("GET", server.rest_url.rstrip("/") + "/api/traffic")
+    except ServingClientError as e:
+        if e.http_status == 404:  # tensorflow/serving, or --rest_api_extensions=false
+            raise ServingClientError("FAILED_PRECONDITION", f"{server.rest_url} has no /api/traffic: a gated "
+                                     "rollout needs the embedded server (python -m tfsb.server) with its REST "
+                                     "extensions on; tensorflow/serving can only switch labels (`label`)") from None
+        raise
 
 
 def push_traffic(servers: Sequence[Server], doc: dict, traffic_file: str | None,

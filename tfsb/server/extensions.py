@@ -68,7 +68,7 @@ class Extensions:
             if allowed != "enabled":
                 raise PermissionDeniedError(f"changing the traffic config is refused as config reloads are "
                                             f"(--model_config_reload_api={allowed})")
-            self.traffic.put(TrafficConfig.parse(body), "PUT " + TRAFFIC)
+            self.traffic.put(TrafficConfig.parse(body, empty_ok=False), "PUT " + TRAFFIC)
         except ServingError as e:
             return error_answer(e)
         except Exception as e:  # noqa: BLE001 - a bug answers 500, never kills the server

@@ -91,10 +91,16 @@ class TrafficConfig:
     digest: str
 
     @classmethod
-    def parse(cls, text: str | bytes) -> "TrafficConfig":
-        """Validate a traffic config (JSON); every mistake is an InvalidArgumentError naming where it is."""
+    def parse(cls, text: str | bytes, *, empty_ok: bool = True) -> "TrafficConfig":
+        """Validate a traffic config (JSON); every mistake is an InvalidArgumentError naming where it is. An
+        empty text is the empty config (an empty file), unless `empty_ok` is False (a PUT must say it)."""
+        if not text.strip():
+            if not empty_ok:
+                raise InvalidArgumentError('traffic config is empty: send the whole config ({"models": {}} '
+                                           "clears it)")
+            text = "{}"
         try:
-            doc = json.loads(text) if (text.strip() if isinstance(text, str) else text.strip()) else {}
+            doc = json.loads(text)
         except (ValueError, UnicodeDecodeError) as e:
             raise InvalidArgumentError(f"traffic config is not JSON: {e}") from None
         except RecursionError:
