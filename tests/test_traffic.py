@@ -156,3 +156,26 @@ def test_classifications_agree_by_top_class():
     assert compare_classifications(live, same) == (3, 0)  # scores differ, the top classes do not
     flipped = result([("a", 0.4), ("b", 0.6)], [("a", 0.2), ("b", 0.8)])
     assert compare_classifications(live, flipped) == (1, 2)  # one flipped, one missing
+
+
+def test_a_step_is_held_until_the_gates_have_evidence(monkeypatch):
+    """Sparse traffic: the hold time passes with 5 canary answers; the step goes on until 20 (min_requests),
+    not failing a good canary for want of evidence, and gives up at the longest hold."""
+    from tfsb.client import canary
+
+    calls = {"n": 0}
+
+    def slow_readings(servers, model):
+        calls["n"] += 1
+        return [{"live": {"2": _reading(5 * calls["n"], 0, 1000.0)}}]
+
+    monkeypatch.setattr(canary, "readings", slow_readings)
+    plan = canary.Plan("m", 2, hold_s=0.01, max_hold_s=30.0)
+    held, seen = canary._hold(plan, [], "split")
+    assert 20 <= seen["live"]["2"]["requests"] < 30 and held < 30
+
+    calls["n"] = 0
+    monkeypatch.setattr(canary, "readings", lambda servers, model: [{"live": {"2": _reading(1, 0, 1000.0)}}])
+    plan = canary.Plan("m", 2, hold_s=0.01, max_hold_s=0.2)  # nobody calls the canary: the step ends anyway
+    held, seen = canary._hold(plan, [], "split")
+    assert 0.2 <= held < 5 and judge(seen, 1, 2, Gates(), phase="split")[0].startswith("insufficient evidence")

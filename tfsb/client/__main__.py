@@ -238,7 +238,7 @@ def cmd_rollout(args):
                          max_abs_diff=args.max_abs_diff, max_rel_diff=args.max_rel_diff,
                          min_agreement=args.min_agreement, min_requests=args.min_requests)
     plan = canary.Plan(args.model, args.to, args.baseline_label, args.canary_label, args.split_label,
-                       args.shadow_fraction, steps, args.hold, args.hold_requests, gates)
+                       args.shadow_fraction, steps, args.hold, args.hold_requests, gates, args.max_hold)
     from tfsb.client.base import ServingClientError
 
     try:
@@ -383,6 +383,9 @@ def main(argv=None) -> int:
     sp.add_argument("--hold", type=float, default=30.0, help="seconds each step is held (default %(default)s)")
     sp.add_argument("--hold-requests", type=int, default=0,
                     help="end a step early once the canary answered this many requests (default: time only)")
+    sp.add_argument("--max-hold", type=float, default=None,
+                    help="a step without --min-requests answers yet is held up to this long before it fails "
+                         "for want of evidence (default 4 x --hold)")
     sp.add_argument("--max-error-rate", type=float, default=0.01, help="gate (default %(default)s)")
     sp.add_argument("--max-p99-ratio", type=float, default=4.0,
                     help="gate: canary p99 / baseline p99 (default %(default)s)")

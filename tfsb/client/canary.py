@@ -51,6 +51,11 @@ class Plan:
     hold_s: float = 30.0
     hold_requests: int = 0  # a step ends early once the canary has answered this many (0: time only)
     gates: Gates = field(default_factory=Gates)
+    max_hold_s: float | None = None  # a step short of min_requests is held this long at most (None: 4 x hold_s)
+
+    @property
+    def longest_hold_s(self) -> float:
+        return self.max_hold_s if self.max_hold_s is not None else 4 * self.hold_s
 
 
 @dataclass
@@ -242,7 +247,8 @@ def run(plan: Plan, config_path: str, servers: Sequence[Server], *, traffic_file
     if dry_run:
         for phase, pct in phases:
             outcome.steps.append({"step": _step_name(phase, pct), "traffic": _entry(plan, phase, pct),
-                                  "hold_s": plan.hold_s, "hold_requests": plan.hold_requests})
+                                  "hold_s": plan.hold_s, "hold_requests": plan.hold_requests,
+                                  "longest_hold_s": plan.longest_hold_s})
         log(f"dry run: {plan.model} {plan.baseline_label}={baseline} → version {plan.version} on "
             f"{len(servers)} server(s); steps: " + " → ".join(s["step"] for s in outcome.steps) +
             f"; gates: {asdict(plan.gates)}")
@@ -282,17 +288,23 @@ def run(plan: Plan, config_path: str, servers: Sequence[Server], *, traffic_file
 
 
 def _hold(plan: Plan, servers: Sequence[Server], phase: str) -> tuple[float, dict]:
-    """Hold one step for `hold_s`, or until the canary answered `hold_requests`; (seconds held, what the
-    servers saw meanwhile)."""
+    """Hold one step: until the canary answered `hold_requests`, else for `hold_s`, and in either case until
+    it has the `min_requests` a gate needs (a quiet period or a small shadow fraction holds longer, up to
+    `longest_hold_s`, rather than failing a good canary for want of evidence). Returns (seconds held, what
+    the servers saw meanwhile)."""
     before = readings(servers, plan.model)
     role = "shadow" if phase == "shadow" else "live"
     t0 = time.monotonic()
-    while time.monotonic() - t0 < plan.hold_s:
+    while True:
         time.sleep(min(0.5, plan.hold_s))
-        if plan.hold_requests:
-            side = evidence(before, readings(servers, plan.model)).get(role, {}).get(str(plan.version), {})
-            if side.get("requests", 0) + side.get("errors", 0) >= plan.hold_requests:
-                break
+        elapsed = time.monotonic() - t0
+        side = evidence(before, readings(servers, plan.model)).get(role, {}).get(str(plan.version), {})
+        n = side.get("requests", 0) + side.get("errors", 0)
+        enough = n >= plan.gates.min_requests
+        if enough and ((plan.hold_requests and n >= plan.hold_requests) or elapsed >= plan.hold_s):
+            break
+        if elapsed >= max(plan.hold_s, plan.longest_hold_s):
+            break
     return round(time.monotonic() - t0, 2), observed(before, readings(servers, plan.model))
 
 
