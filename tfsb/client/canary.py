@@ -25,7 +25,7 @@ import requests
 from tfsb.client.base import ServingClientError
 from tfsb.client.grpc_client import GrpcClient
 from tfsb.client import rollout
-from tfsb.wire.evidence import latency_ms, reading_delta, summary, tail_quantile
+from tfsb.wire.evidence import latency_ms, reading_delta, summarize, summary, tail_quantile
 from tfsb.wire.status import CODE_HEADER
 
 
@@ -156,10 +156,6 @@ def observed(before: list[dict], after: list[dict]) -> dict:
 def evidence(before: list[dict], after: list[dict]) -> dict:
     """{role: {version: summary}} of what every server saw between two readings, summed over servers."""
     return summarize(observed(before, after))
-
-
-def summarize(seen: dict) -> dict:
-    return {role: {v: summary(side) for v, side in sorted(vs.items())} for role, vs in sorted(seen.items())}
 
 
 def _add(a: dict, b: dict) -> dict:

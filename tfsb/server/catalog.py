@@ -11,7 +11,7 @@ from tfsb.server.metrics import Metrics
 from tfsb.wire.tensor_proto import signature_summary
 from tfsb.server.openapi import loaded_signatures
 from tfsb.server.traffic import Traffic
-from tfsb.wire.evidence import reading_delta, summary
+from tfsb.wire.evidence import reading_delta, summarize
 
 
 def _without_paths(message: str, version_path: str) -> str:
@@ -23,11 +23,12 @@ def _without_paths(message: str, version_path: str) -> str:
 def model_list(registry, metrics: Metrics, traffic: Traffic | None = None) -> dict:
     """Models, versions, states, labels and signatures: what an operator needs, and no host paths (the REST
     port may be reachable by people who should not learn the server's filesystem layout)."""
-    counts = metrics.per_version()
+    families = list(metrics.collect())  # one read of every worker's metrics for both views
+    counts = metrics.per_version(families)
     cfg = registry.config
     configured = {m.name: m for m in cfg.model_config_list.config} if cfg is not None else {}
     models = []
-    readings = traffic.readings() if traffic is not None and traffic.config.models else {}
+    readings = traffic.readings(families) if traffic is not None and traffic.config.models else {}
     for name in registry.names():
         mv = registry.model(name)
         if mv is None:
@@ -44,9 +45,6 @@ def model_list(registry, metrics: Metrics, traffic: Traffic | None = None) -> di
                        "signatures": signature_summary(loaded_signatures(registry, name), tensor_names=True)})
         entry = traffic.entry(name) if traffic is not None else None
         if entry is not None:
-            evidence = reading_delta(readings.get(name, {}), None)
-            models[-1]["traffic"] = {
-                "config": traffic.config.to_doc()["models"][name],
-                "evidence": {role: {v: summary(side) for v, side in sorted(sides.items())}
-                             for role, sides in sorted(evidence.items())}}
+            models[-1]["traffic"] = {"config": traffic.config.to_doc()["models"][name],
+                                     "evidence": summarize(reading_delta(readings.get(name, {}), None))}
     return {"models": models}

@@ -343,10 +343,11 @@ class Core:
         feeds = pred.inputs
 
         def run(target: Spec):
-            with self.servable(replace(target, signature_name=spec.signature_name)) as rec:
+            target = replace(target, signature_name=spec.signature_name)
+            with self.servable(target) as rec:
                 t0 = time.perf_counter()
-                shadow = self.inference.predict_on(rec.servable, rec.version, replace(
-                    target, signature_name=spec.signature_name), dict(feeds), output_filter, api=SHADOW_API)
+                shadow = self.inference.predict_on(rec.servable, rec.version, target, dict(feeds), output_filter,
+                                                   api=SHADOW_API)
                 return rec.version, shadow.outputs, time.perf_counter() - t0
 
         self.traffic.mirror(spec.name, entry, pred.version, sum(a.nbytes for a in feeds.values()), self.budget,

@@ -23,9 +23,9 @@ _Reading = dict[tuple[str, str, str], tuple[float, list[tuple[float, float]]]]  
 #                                                                                (count, [(le, cumulative)])
 
 
-def _read(metrics: Metrics) -> _Reading:
+def _read(metrics: Metrics, families) -> _Reading:
     out: dict = {}
-    for name, labels, value in metrics.version_samples():
+    for name, labels, value in metrics.version_samples(families):
         key = (labels["model_name"], labels["version"], labels["label"])
         count, buckets = out.get(key, (0.0, []))
         if name.endswith("_count"):
@@ -50,8 +50,9 @@ class History:
     def sample(self, now: float | None = None) -> None:
         """Take one point (the sampler thread calls this every period; a test may call it directly)."""
         now = time.time() if now is None else now
-        reading = _read(self.metrics)
-        evidence = read_evidence(self.metrics)
+        families = list(self.metrics.collect())  # one read of every worker's metrics for both views
+        reading = _read(self.metrics, families)
+        evidence = read_evidence(self.metrics, families)
         with self._lock:
             last, self._last = self._last, (now, reading)
             last_evidence, self._last_evidence = self._last_evidence, evidence

@@ -8,7 +8,7 @@ can follow TF Serving's (`util/prometheus_exporter.cc`) without the rest knowing
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
@@ -103,17 +103,19 @@ class Metrics:
             return merged.collect()
         return self.registry.collect()
 
-    def version_samples(self) -> Iterator[tuple[str, dict, float]]:
-        """The per-version histogram's samples (all workers' in multiprocess mode): (name, labels, value)."""
-        for fam in self.collect():
+    def version_samples(self, families: Iterable | None = None) -> Iterator[tuple[str, dict, float]]:
+        """The per-version histogram's samples (all workers' in multiprocess mode): (name, labels, value).
+        `families`: one `collect()` a caller reads several views from (in multiprocess mode each collect
+        merges every worker's files)."""
+        for fam in self.collect() if families is None else families:
             if fam.name == VERSION_RUNTIME_NAME:
                 for s in fam.samples:
                     yield s.name, s.labels, s.value
 
-    def per_version(self) -> dict[tuple[str, str], tuple[float, float]]:
+    def per_version(self, families: Iterable | None = None) -> dict[tuple[str, str], tuple[float, float]]:
         """{(model, version): (requests, runtime µs sum)}, over every label."""
         out: dict[tuple[str, str], list[float]] = {}
-        for name, labels, value in self.version_samples():
+        for name, labels, value in self.version_samples(families):
             slot = 0 if name.endswith("_count") else 1 if name.endswith("_sum") else None
             if slot is not None:
                 out.setdefault((labels["model_name"], labels["version"]), [0.0, 0.0])[slot] += value
@@ -160,9 +162,9 @@ class Metrics:
         if disagree:
             self._child(self._shadow_agreement, model, version, baseline, "false").inc(disagree)
 
-    def traffic_samples(self) -> Iterator[tuple[str, str, dict, float]]:
+    def traffic_samples(self, families: Iterable | None = None) -> Iterator[tuple[str, str, dict, float]]:
         """(family, sample name, labels, value) of the progressive-delivery families (all workers')."""
-        for fam in self.collect():
+        for fam in self.collect() if families is None else families:
             if fam.name in TRAFFIC_FAMILIES:
                 for s in fam.samples:
                     yield fam.name, s.name, s.labels, s.value

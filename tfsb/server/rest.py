@@ -106,7 +106,8 @@ class _Costs:
     def __init__(self, handoff_s: float = float("inf")):
         self._ewma: dict[str, float] = {}
         self.calibrated_s = handoff_s
-        self._window: list[float] = []
+        self._seen = 0  # round trips in the current window, and their least
+        self._least = float("inf")
         self._window_min = float("inf")
 
     @property
@@ -136,11 +137,10 @@ class _Costs:
 
     def observe_handoff(self, seconds: float) -> None:
         """A pool round trip less its handler time."""
-        w = self._window
-        w.append(seconds)
-        if len(w) >= self.WINDOW:
-            self._window_min = min(w)
-            w.clear()
+        self._seen += 1
+        self._least = min(self._least, seconds)
+        if self._seen >= self.WINDOW:  # a full window: its least is the estimate, until the next one
+            self._window_min, self._seen, self._least = self._least, 0, float("inf")
         elif seconds < self._window_min:
             self._window_min = seconds
 

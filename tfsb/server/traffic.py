@@ -27,7 +27,7 @@ import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -385,16 +385,16 @@ class Traffic:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------------------------ evidence
-    def readings(self) -> dict:
-        return read_evidence(self.metrics)
+    def readings(self, families: Iterable | None = None) -> dict:
+        return read_evidence(self.metrics, families)
 
 
-def read_evidence(metrics: Metrics) -> dict:
+def read_evidence(metrics: Metrics, families: Iterable | None = None) -> dict:
     """The cumulative evidence per model, from the metrics (every worker's):
     {model: {"live"|"shadow": {version: {"requests", "errors", "dropped", "latency_us": [["le", n]...],
     "abs_diff": [[le, n]...], "rel_diff": [...], "agree", "disagree", "baseline": [...]}}}}."""
     out: dict = {}
-    for fam, sample, labels, value in metrics.traffic_samples():
+    for fam, sample, labels, value in metrics.traffic_samples(families):
         if sample.endswith("_created"):
             continue
         model, version = labels["model_name"], labels["version"]

@@ -58,6 +58,11 @@ def summary(side: dict) -> dict:
             "agreement": _round(agree / (agree + disagree), 4) if agree + disagree else None}
 
 
+def summarize(seen: dict) -> dict:
+    """{role: {version: summary}} of one model's {role: {version: side}} (a reading or a difference)."""
+    return {role: {v: summary(side) for v, side in sorted(sides.items())} for role, sides in sorted(seen.items())}
+
+
 def tail_quantile(*answered: float) -> float:
     """The latency quantile two sides can be compared at: p99 once each has 500 answers, lower before, so
     that at least `TAIL_SAMPLES` answers of each lie above it (a gate must not judge by one slow answer out
