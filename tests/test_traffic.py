@@ -93,6 +93,22 @@ def test_a_full_shadow_queue_drops_instead_of_waiting_and_a_failing_shadow_is_on
     assert {s["labels"]["status"] for s in _samples(t2.metrics, "requests")} == {"UNAVAILABLE"}
 
 
+def test_the_default_shadow_queue_holds_8_calls():
+    t = _traffic(labels={"canary": 2})
+    t.apply(TrafficConfig.parse('{"models": {"m": {"shadow": {"to": "canary", "fraction": 1}}}}'), "test")
+    release = threading.Event()
+
+    def blocked(spec):
+        release.wait(10)
+        return 2, {}, 0.0
+
+    queued = [t.mirror("m", t.entry("m"), 1, 8, MemoryBudget(0), blocked, lambda o: (None, None, 0, 0))
+              for _ in range(12)]
+    release.set()
+    t.stop()
+    assert queued.count(True) == 8
+
+
 def test_the_shadow_respects_the_memory_budget():
     t = _traffic(labels={"canary": 2})
     t.apply(TrafficConfig.parse('{"models": {"m": {"shadow": {"to": "canary", "fraction": 1}}}}'), "test")
