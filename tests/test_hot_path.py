@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from types import SimpleNamespace
 
 from tensorflow.core.protobuf import meta_graph_pb2
@@ -17,7 +18,7 @@ from tfsb.server.flags import parse_flags
 from tfsb.server.metrics import Metrics
 from concurrent.futures import ThreadPoolExecutor
 
-from tfsb.server.rest import INLINE_COST_RATIO, _Costs
+from tfsb.server.rest import INLINE_COST_RATIO, RestApp, _Costs
 from tfsb.server.rest_routes import RestHandler
 from tfsb.server.runtime import Signature
 
@@ -37,16 +38,20 @@ def test_session_default_runs_the_graph_on_the_calling_thread(tmp_path):
 
 def test_only_recently_cheap_routes_skip_the_worker_pool():
     costs = _Costs(handoff_s=1e-4)
-    assert not costs.cheap("/v1/models/m:predict")  # unknown: the pool first
+    route = "/v1/models/m:predict"
+    assert not costs.cheap(route)  # unknown: the pool first
     for _ in range(5):
-        costs.observe("/v1/models/m:predict", 1e-4)
-    assert costs.cheap("/v1/models/m:predict")
-    costs.observe("/v1/models/m:predict", 0.05)  # one slow answer (a new, slower version) moves it back
-    assert not costs.cheap("/v1/models/m:predict")
+        costs.observe_pool(route, 1e-4)
+    assert costs.cheap(route)
+    costs.observe_loop(route, 1e-4)
+    assert costs.cheap(route)
+    costs.observe_loop(route, 0.05)  # one slow answer (a new, slower version) moves it back
+    assert not costs.cheap(route)
     assert not costs.cheap("/v1/models/other:predict")
     for i in range(_Costs.MAX_PATHS + 10):  # client-chosen paths cannot grow it without bound
-        costs.observe(f"/v1/models/m{i}:predict", 0.0)
-    assert len(costs._ewma) <= _Costs.MAX_PATHS
+        costs.observe_pool(f"/v1/models/m{i}:predict", 0.0)
+        costs.observe_loop(f"/v1/models/m{i}:predict", 0.0)
+    assert len(costs._pool_cpu) <= _Costs.MAX_PATHS and len(costs._loop_s) <= _Costs.MAX_PATHS
 
 
 def test_the_inline_threshold_is_relative_to_the_hosts_own_hand_off():
@@ -55,29 +60,71 @@ def test_the_inline_threshold_is_relative_to_the_hosts_own_hand_off():
     route = "/v1/models/m:predict"
     slow, fast = _Costs(handoff_s=200e-6), _Costs(handoff_s=10e-6)
     for costs in (slow, fast):
-        costs.observe(route, 400e-6)
+        costs.observe_pool(route, 400e-6)
     assert slow.cheap(route) and not fast.cheap(route)
     assert 400e-6 < INLINE_COST_RATIO * 200e-6 and 400e-6 > INLINE_COST_RATIO * 10e-6
 
 
-def test_queueing_in_a_busy_pool_cannot_raise_the_hand_off_estimate():
-    costs = _Costs(handoff_s=50e-6)
-    for _ in range(3 * _Costs.WINDOW):  # every round trip waited in the queue
-        costs.observe_handoff(0.02)
-    assert costs.handoff_s == 50e-6
-    for _ in range(_Costs.WINDOW):
-        costs.observe_handoff(20e-6)  # a quieter moment shows a cheaper hand-off: the estimate follows
-    assert costs.handoff_s == 20e-6
-    for _ in range(_Costs.WINDOW):
-        costs.observe_handoff(40e-6)  # and comes back up with the next window, never above the calibration
-    assert costs.handoff_s == 40e-6
+def test_a_route_that_waits_on_the_loop_goes_back_to_the_pool_and_is_retried_less_often():
+    """Little CPU in the pool (a model waiting on a device) lets a route try the loop; the wall time it then
+    holds the loop sends it back to the pool, whatever its CPU says, for RETRY_FIRST requests, then twice as
+    many after each further slow try, up to RETRY_MAX."""
+    costs, route = _Costs(handoff_s=20e-6), "/v1/models/gpu:predict"
+    costs.observe_pool(route, 10e-6)
+    assert costs.cheap(route)
+    waits = []
+    for _ in range(9):
+        assert costs.cheap(route)
+        costs.observe_loop(route, 0.01)  # 10 ms holding the loop
+        pooled = 0
+        while not costs.cheap(route):
+            costs.observe_pool(route, 10e-6)
+            pooled += 1
+        waits.append(pooled)
+    assert waits == [16, 32, 64, 128, 256, 512, 1024, 1024, 1024]
+    costs.observe_loop(route, 1e-6)  # fast now (a new version): the next slow try waits RETRY_FIRST again
+    for _ in range(40):
+        costs.observe_loop(route, 1e-6)
+    costs.observe_loop(route, 0.05)
+    pooled = 0
+    while not costs.cheap(route):
+        costs.observe_pool(route, 10e-6)
+        pooled += 1
+    assert pooled == _Costs.RETRY_FIRST
 
 
-def test_the_hand_off_is_calibrated_on_the_idle_pool():
+def test_the_hand_off_is_calibrated_as_cpu_on_the_requests_own_path():
+    """The calibration runs a no-op through the pool from an event loop, as a request's `run_in_executor` +
+    `wait_for` does, and counts CPU: on a host where a worker cannot start at once, waiting is not cost."""
     costs = _Costs()
     with ThreadPoolExecutor(2) as pool:
         measured = costs.calibrate(pool, samples=8)
-    assert 0 < measured < 1.0 and costs.handoff_s == measured
+        assert 0 < measured < 0.05 and costs.handoff_s == measured
+
+    class Stalled(ThreadPoolExecutor):  # every hand-off waits 20 ms on a worker that uses no CPU
+        def submit(self, fn, *args):
+            return super().submit(lambda: (time.sleep(0.02), fn(*args))[1])
+
+    with Stalled(1) as stalled:
+        assert _Costs().calibrate(stalled, samples=4) < 0.01
+
+
+def test_the_pool_charges_a_route_its_cpu_and_the_loop_its_wall_time():
+    """In the pool a handler waiting for the GIL (or the CPU) is charged only its CPU, so a busy pool cannot
+    keep a cheap route off the loop; on the loop every waited millisecond counts, as the loop waited too."""
+    app = object.__new__(RestApp)
+    app._costs = _Costs(handoff_s=20e-6)
+    route = "/v1/models/m:predict"
+    app._run = lambda *a: time.sleep(0.01)  # 10 ms wall, ~no CPU
+    app._pooled_run("POST", route, b"", False, None, None)
+    assert app._costs.cheap(route)
+    app._loop_run("POST", route, b"", None)
+    assert not app._costs.cheap(route)
+    app = object.__new__(RestApp)
+    app._costs = _Costs(handoff_s=20e-6)
+    app._run = lambda *a: sum(range(400_000))  # milliseconds of CPU
+    app._pooled_run("POST", route, b"", False, None, None)
+    assert not app._costs.cheap(route)
 
 
 def _sigdef() -> meta_graph_pb2.SignatureDef:

@@ -18,6 +18,7 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 from tfsb.server import extensions
 from tfsb.server.history import History
@@ -92,57 +93,83 @@ INLINE_COST_RATIO = 8  # a route is answered on the event loop while its handler
 class _Costs:
     """Which routes are answered on the event loop, decided relative to this host's own transport cost.
 
-    Per request path (model, version, verb): an exponentially weighted average of the handler's time. Per
-    pool: the cost of one hand-off (to a worker thread and back), the minimum of a window of observed round
-    trips less their handler time, never above the start-up calibration with the pool idle, so queueing in
-    a busy pool cannot raise it. A route whose handler costs under `INLINE_COST_RATIO` hand-offs runs on the
-    loop: there the pool's two thread switches would cost more than the work, and the loop is held for no
-    longer than a few transport round trips. Both figures come from the same host, so the decision does
-    not flip with its speed. Bounded: paths are client-chosen."""
+    The figure that matters is how long a route holds the loop, set against what one pool hand-off costs.
+    Per app, the hand-off: the CPU of a no-op round trip through the pool from an event loop, by the same
+    `run_in_executor` + `wait_for` path a request takes, measured at start-up. Per request path (model,
+    version, verb), two running averages:
+
+    - on the loop, the handler's wall time: exactly how long it held the loop (a model that waits on a device
+      or a lock holds it while using no CPU);
+    - in the pool, its CPU time (`time.thread_time`): a lower bound on that wall time which, unlike wall time
+      there, does not count the waits for the GIL that sharing it with the loop adds.
+
+    A route runs on the loop while its loop figure, or with none yet its pool figure, is under
+    `INLINE_COST_RATIO` hand-offs: there the pool's thread switches would cost more than the work, and the
+    loop is held for no longer than a few hand-offs. A route the loop found slow goes back to the pool and is
+    tried on the loop again after `RETRY_FIRST` pooled requests (one preempted answer is not a slow route),
+    twice as many after each further slow verdict, up to `RETRY_MAX` (a new version may be faster). Both
+    figures come from the same host, so the decision does not flip with its speed. Bounded: paths are
+    client-chosen."""
 
     MAX_PATHS = 1024
-    WINDOW = 256
+    RETRY_FIRST, RETRY_MAX = 16, 1024
 
     def __init__(self, handoff_s: float = float("inf")):
-        self._ewma: dict[str, float] = {}
-        self.calibrated_s = handoff_s
-        self._seen = 0  # round trips in the current window, and their least
-        self._least = float("inf")
-        self._window_min = float("inf")
+        self.handoff_s = handoff_s
+        self._loop_s: dict[str, float] = {}
+        self._pool_cpu: dict[str, list] = {}  # [average CPU seconds, pooled requests, slow loop verdicts]
 
-    @property
-    def handoff_s(self) -> float:
-        return min(self.calibrated_s, self._window_min)
+    def calibrate(self, pool: ThreadPoolExecutor, samples: int = 32,
+                  new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop) -> float:
+        """CPU (all threads) of one no-op round trip through `pool` from a private event loop made by
+        `new_loop` (the server's kind), the least of `samples`: what the loop and a worker spend on a
+        hand-off, without the queueing a busy pool adds."""
 
-    def calibrate(self, pool: ThreadPoolExecutor, samples: int = 32) -> float:
-        """The idle pool's round trip: the least of `samples` no-op submissions (waited on from this thread,
-        as the loop waits on a future)."""
-        best = float("inf")
-        for _ in range(samples):
-            t0 = time.perf_counter()
-            pool.submit(int).result()
-            best = min(best, time.perf_counter() - t0)
-        self.calibrated_s = best
-        return best
+        async def probe() -> float:
+            loop, best = asyncio.get_running_loop(), float("inf")
+            for _ in range(samples):
+                c0 = time.process_time()
+                await asyncio.wait_for(loop.run_in_executor(pool, int), 10.0)
+                best = min(best, time.process_time() - c0)
+            return best
+
+        loop = new_loop()
+        try:
+            self.handoff_s = loop.run_until_complete(probe())
+        finally:
+            loop.close()
+        return self.handoff_s
 
     def cheap(self, path: str) -> bool:
-        cost = self._ewma.get(path)
-        return cost is not None and cost < INLINE_COST_RATIO * self.handoff_s
+        limit = INLINE_COST_RATIO * self.handoff_s
+        on_loop = self._loop_s.get(path)
+        if on_loop is not None:
+            return on_loop < limit
+        pooled = self._pool_cpu.get(path)
+        return pooled is not None and pooled[0] < limit
 
-    def observe(self, path: str, seconds: float) -> None:
-        old = self._ewma.get(path)
-        if old is None and len(self._ewma) >= self.MAX_PATHS:
-            self._ewma.clear()
-        self._ewma[path] = seconds if old is None else 0.8 * old + 0.2 * seconds
+    def observe_loop(self, path: str, wall_s: float) -> None:
+        old = self._loop_s.get(path)
+        if old is None and len(self._loop_s) >= self.MAX_PATHS:
+            self._loop_s.clear()
+        avg = self._loop_s[path] = wall_s if old is None else 0.8 * old + 0.2 * wall_s
+        entry = self._pool_cpu.get(path)
+        if entry is not None:
+            entry[1] = 0
+            entry[2] = 0 if avg < INLINE_COST_RATIO * self.handoff_s else entry[2] + 1
 
-    def observe_handoff(self, seconds: float) -> None:
-        """A pool round trip less its handler time."""
-        self._seen += 1
-        self._least = min(self._least, seconds)
-        if self._seen >= self.WINDOW:  # a full window: its least is the estimate, until the next one
-            self._window_min, self._seen, self._least = self._least, 0, float("inf")
-        elif seconds < self._window_min:
-            self._window_min = seconds
+    def observe_pool(self, path: str, cpu_s: float) -> None:
+        entry = self._pool_cpu.get(path)
+        if entry is None:
+            if len(self._pool_cpu) >= self.MAX_PATHS:
+                self._pool_cpu.clear()
+            self._pool_cpu[path] = [cpu_s, 0, 0]
+            return
+        entry[0] = 0.8 * entry[0] + 0.2 * cpu_s
+        entry[1] += 1
+        retry_after = min(self.RETRY_FIRST << max(0, entry[2] - 1), self.RETRY_MAX)
+        if entry[1] >= retry_after and path in self._loop_s:  # forget the loop's verdict: the next one tries it
+            del self._loop_s[path]
 
 
 @dataclass(frozen=True)
@@ -202,7 +229,9 @@ class RestApp:
         self._running: set[asyncio.Future] = set()
         self._cut = False
         self._costs = _Costs()
-        self._costs.calibrate(self.pool)
+        from uvicorn.loops.uvloop import uvloop_loop_factory  # the loop RestTransport runs uvicorn on
+
+        self._costs.calibrate(self.pool, new_loop=uvloop_loop_factory())
 
     def cut_off(self) -> None:
         """End of the shutdown grace period (on the loop): requests still running are answered 503 now."""
@@ -321,15 +350,20 @@ class RestApp:
             return self.extensions.put_traffic(body, self.traffic_push)
         return self.handler.process(method, path, body)
 
-    def _timed_run(self, method: str, path: str, body: bytes, gzipped: bool, held,
-                   deadline: float | None) -> tuple[Answer, float]:
+    def _pooled_run(self, method: str, path: str, body: bytes, gzipped: bool, held,
+                    deadline: float | None) -> Answer:
+        t0 = time.thread_time()
+        try:
+            return self._run(method, path, body, gzipped, held, deadline)
+        finally:
+            self._costs.observe_pool(path, time.thread_time() - t0)
+
+    def _loop_run(self, method: str, path: str, body: bytes, held) -> Answer:
         t0 = time.perf_counter()
         try:
-            answer = self._run(method, path, body, gzipped, held, deadline)
+            return self._run(method, path, body, False, held, None)
         finally:
-            took = time.perf_counter() - t0
-            self._costs.observe(path, took)
-        return answer, took
+            self._costs.observe_loop(path, time.perf_counter() - t0)
 
     async def _process(self, send, method: str, path: str, body: bytes, headers: dict, held) -> None:
         t0 = time.perf_counter()
@@ -340,17 +374,15 @@ class RestApp:
         gzipped = b"gzip" in headers.get(b"content-encoding", b"")
         if not gzipped and len(body) <= INLINE_MAX_BODY and self._costs.cheap(path):
             # Small and recently fast: answering here costs less than the two thread hand-offs of the pool.
-            answer, _ = self._timed_run(method, path, body, gzipped, held, None)
+            answer = self._loop_run(method, path, body, held)
             self.metrics.request(self.core.metric_model_name(answer.model), answer.api, "REST", answer.code,
                                  time.perf_counter() - t0)
             await self._send(send, answer.status, answer.body, code=answer.code, version=answer.version)
             return
-        submitted = time.perf_counter()
-        fut = loop.run_in_executor(self.pool, self._timed_run, method, path, body, gzipped, held, deadline)
+        fut = loop.run_in_executor(self.pool, self._pooled_run, method, path, body, gzipped, held, deadline)
         self._running.add(fut)
         try:
-            answer, took = await (asyncio.wait_for(fut, timeout) if timeout is not None else fut)
-            self._costs.observe_handoff(time.perf_counter() - submitted - took)
+            answer = await (asyncio.wait_for(fut, timeout) if timeout is not None else fut)
         except asyncio.TimeoutError:
             answer = error_answer(DeadlineExceededError("Deadline Exceeded"))
         except asyncio.CancelledError:
