@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from types import SimpleNamespace
 
 from tensorflow.core.protobuf import meta_graph_pb2
 
@@ -20,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tfsb.server.rest import INLINE_COST_RATIO, RestApp, _Costs
 from tfsb.server.rest_routes import RestHandler
-from tfsb.server.runtime import Signature
+from tfsb.server.runtime import Signature, TensorNameServable
+from tfsb.server.versions import State, VersionRecord
 
 
 def test_session_default_runs_the_graph_on_the_calling_thread(tmp_path):
@@ -153,10 +153,20 @@ class _Registry:
         sd = _sigdef()
         if self.resolves > 1:
             sd.inputs["x"].dtype = 9  # int64 in "version 2"
-        servable = SimpleNamespace(
-            signatures={"serving_default": Signature("serving_default", sd)}, signature_defs={"serving_default": sd},
-            run_signature=lambda sig, inputs, outputs: {"y": inputs["x"] * 2}, RUNTIME="TF1")
-        yield SimpleNamespace(servable=servable, version=self.resolves)
+        yield VersionRecord(self.resolves, "", State.AVAILABLE, servable=_Doubler(sd))
+
+
+class _Doubler(TensorNameServable):
+    """A runtime whose one signature doubles `x`."""
+
+    RUNTIME = "TF1"
+
+    def __init__(self, sd: meta_graph_pb2.SignatureDef):
+        self.signature_defs = {"serving_default": sd}
+        self.signatures = {"serving_default": Signature("serving_default", sd)}
+
+    def run(self, feeds, fetches):
+        return [feeds["x:0"] * 2]
 
 
 def test_rest_predict_resolves_the_version_once():
