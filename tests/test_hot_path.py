@@ -215,3 +215,31 @@ def test_grpc_predict_and_metadata_resolve_the_version_once():
     md.model_spec.name = "m"
     servicer.GetModelMetadata(md, Context())
     assert registry.resolves == 1
+
+
+def test_a_batched_route_never_runs_on_the_loop(tmp_path):
+    """A request through a batch queue waits for others, which cannot arrive while it holds the loop: its
+    route stays in the pool however little CPU it used, and goes back to normal once a run skips the queue."""
+    from tfsb.server.batching import BatchOptions, BatchScheduler
+
+    scheduler = BatchScheduler(BatchOptions(max_batch_size=4, batch_timeout_micros=0, num_batch_threads=1),
+                               Metrics())
+    sig = Signature("serving_default", _sigdef())
+    servable = _Doubler(_sigdef())
+    app = object.__new__(RestApp)
+    app._costs = _Costs(handoff_s=1.0)  # every route is cheap next to a 1 s hand-off
+    route = "/v1/models/batched:predict"
+
+    def batched(*_):
+        import numpy as np
+        return scheduler.run(servable, sig, {"x": np.ones((1, 1), np.float32)}, ["y"])
+
+    app._run = batched
+    app._pooled_run("POST", route, b"", False, None, None)
+    assert not app._costs.cheap(route)
+    app._run = lambda *a: None  # a new version without batching
+    app._pooled_run("POST", route, b"", False, None, None)
+    assert app._costs.cheap(route)
+    app._run = batched  # and when a probe on the loop queues, the loop's verdict is "never"
+    app._loop_run("POST", route, b"", None)
+    assert not app._costs.cheap(route)

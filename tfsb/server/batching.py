@@ -22,6 +22,18 @@ from tfsb.errors import FailedPreconditionError, InvalidArgumentError, ServingEr
 from tfsb.server.metrics import Metrics
 
 
+_thread = threading.local()
+
+
+def queued_here() -> bool:
+    """Whether the calling thread's requests went through a batch queue since it last asked (and clears
+    the mark). Such a request waits for others to arrive, or for another thread's batch: a transport must
+    not run it on a thread those others need (the REST event loop)."""
+    queued = getattr(_thread, "queued", False)
+    _thread.queued = False
+    return queued
+
+
 @dataclass(frozen=True)
 class BatchOptions:
     """BatchingParameters with TF Serving's defaults for unset fields."""
@@ -93,6 +105,7 @@ class BatchScheduler:
     # ------------------------------------------------------------------------------------ submit
     def run(self, servable, sig, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         """`BatchedServable.run_signature`: queue the request's rows, run them in a batch of `servable`."""
+        _thread.queued = True
         if not inputs:
             raise InvalidArgumentError("Batching Run() must have at least one input tensor")
         rows = None

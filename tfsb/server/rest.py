@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import math
 import re
 import threading
 import time
@@ -23,6 +24,7 @@ from typing import Callable
 from tfsb.server import extensions
 from tfsb.server.history import History
 from tfsb.server.admission import JSON_EXPANSION
+from tfsb.server.batching import queued_here
 from tfsb.server.config import MonitoringConfig, prometheus_path
 from tfsb.server.core import Core
 from tfsb.server.flags import ServerOptions
@@ -88,6 +90,7 @@ def gunzip(body: bytes, limit: int, on_chunk=None) -> bytes:
 
 INLINE_MAX_BODY = 16 * 1024  # bytes: a body this small parses in microseconds
 INLINE_COST_RATIO = 8  # a route is answered on the event loop while its handler costs under this many hand-offs
+QUEUED = math.inf  # what a run that went through a batch queue costs the loop: it must never run there
 
 
 class _Costs:
@@ -102,6 +105,10 @@ class _Costs:
       or a lock holds it while using no CPU);
     - in the pool, its CPU time (`time.thread_time`): a lower bound on that wall time which, unlike wall time
       there, does not count the waits for the GIL that sharing it with the loop adds.
+
+    A request that went through a batch queue (`batching.queued_here`) waited for other requests, which
+    cannot arrive while it holds the loop: its route is charged infinity, in either place, until a run
+    without the queue (batching off in a new version) replaces the figure.
 
     A route runs on the loop while its loop figure, or with none yet its pool figure, is under
     `INLINE_COST_RATIO` hand-offs: there the pool's thread switches would cost more than the work, and the
@@ -152,7 +159,7 @@ class _Costs:
         old = self._loop_s.get(path)
         if old is None and len(self._loop_s) >= self.MAX_PATHS:
             self._loop_s.clear()
-        avg = self._loop_s[path] = wall_s if old is None else 0.8 * old + 0.2 * wall_s
+        avg = self._loop_s[path] = _average(old, wall_s)
         entry = self._pool_cpu.get(path)
         if entry is not None:
             entry[1] = 0
@@ -165,11 +172,19 @@ class _Costs:
                 self._pool_cpu.clear()
             self._pool_cpu[path] = [cpu_s, 0, 0]
             return
-        entry[0] = 0.8 * entry[0] + 0.2 * cpu_s
+        entry[0] = _average(entry[0], cpu_s)
         entry[1] += 1
         retry_after = min(self.RETRY_FIRST << max(0, entry[2] - 1), self.RETRY_MAX)
         if entry[1] >= retry_after and path in self._loop_s:  # forget the loop's verdict: the next one tries it
             del self._loop_s[path]
+
+
+def _average(old: float | None, new: float) -> float:
+    """A running average in which infinity (a queued run) is a verdict, not a sample: it replaces the
+    average, and the next finite sample replaces it."""
+    if old is None or math.isinf(old) or math.isinf(new):
+        return new
+    return 0.8 * old + 0.2 * new
 
 
 @dataclass(frozen=True)
@@ -356,14 +371,14 @@ class RestApp:
         try:
             return self._run(method, path, body, gzipped, held, deadline)
         finally:
-            self._costs.observe_pool(path, time.thread_time() - t0)
+            self._costs.observe_pool(path, QUEUED if queued_here() else time.thread_time() - t0)
 
     def _loop_run(self, method: str, path: str, body: bytes, held) -> Answer:
         t0 = time.perf_counter()
         try:
             return self._run(method, path, body, False, held, None)
         finally:
-            self._costs.observe_loop(path, time.perf_counter() - t0)
+            self._costs.observe_loop(path, QUEUED if queued_here() else time.perf_counter() - t0)
 
     async def _process(self, send, method: str, path: str, body: bytes, headers: dict, held) -> None:
         t0 = time.perf_counter()
@@ -372,8 +387,9 @@ class RestApp:
         timeout = self.timeout if is_inference else None
         deadline = time.monotonic() + timeout if timeout is not None else None
         gzipped = b"gzip" in headers.get(b"content-encoding", b"")
-        if not gzipped and len(body) <= INLINE_MAX_BODY and self._costs.cheap(path):
+        if method != "PUT" and not gzipped and len(body) <= INLINE_MAX_BODY and self._costs.cheap(path):
             # Small and recently fast: answering here costs less than the two thread hand-offs of the pool.
+            # (A PUT writes the traffic config to disk, and a disk may stall with no CPU spent.)
             answer = self._loop_run(method, path, body, held)
             self.metrics.request(self.core.metric_model_name(answer.model), answer.api, "REST", answer.code,
                                  time.perf_counter() - t0)
