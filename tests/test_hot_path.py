@@ -243,3 +243,23 @@ def test_a_batched_route_never_runs_on_the_loop(tmp_path):
     app._run = batched  # and when a probe on the loop queues, the loop's verdict is "never"
     app._loop_run("POST", route, b"", None)
     assert not app._costs.cheap(route)
+
+
+def test_the_server_runs_tensorflows_own_kernels_unless_onednn_is_asked_for():
+    """tensorflow_model_server's release build has no oneDNN kernels: the embedded server's entry point turns
+    TensorFlow's oneDNN rewrites off before TensorFlow loads, and leaves an explicit choice alone."""
+    import os
+    import subprocess
+    import sys
+    from platform import machine as platform_machine
+
+    probe = ("import tfsb.server.__main__\n"
+             "from tensorflow.python.util import _pywrap_util_port as port\n"
+             "print(port.IsMklEnabled())\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    default = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    asked = subprocess.run([sys.executable, "-c", probe], env={**env, "TF_ENABLE_ONEDNN_OPTS": "1"},
+                           capture_output=True, text=True, timeout=120)
+    assert default.stdout.split()[-1] == "False", default.stderr[-2000:]
+    if platform_machine() == "x86_64":  # where TensorFlow's wheels carry oneDNN
+        assert asked.stdout.split()[-1] == "True", asked.stderr[-2000:]

@@ -9,6 +9,11 @@ import sys
 import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's oneDNN graph rewrites off unless asked for (TF_ENABLE_ONEDNN_OPTS=1), before TensorFlow is
+# imported: tensorflow_model_server's release build (`--config=release`, not `--config=mkl`) has no oneDNN
+# kernels, so this runs the same Eigen kernels, with the same round-off, as the official image; and for small
+# models it is cheaper (measured with the mlp demo model: 24-27 µs less server CPU per gRPC request).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def main(argv: list[str] | None = None) -> int:
