@@ -61,6 +61,12 @@ def _parse_model_info(method: str, path: str) -> tuple[bool, str, int | None, st
     return True, name, version, label, last
 
 
+def _with_signature(spec: Spec, doc: dict) -> Spec:
+    """The body's `signature_name`; most bodies name none, and a dataclass copy costs more than the check."""
+    name = json_request.signature_name(doc)
+    return replace(spec, signature_name=name) if name != spec.signature_name else spec
+
+
 class _JsonInputs:
     """Decodes a predict body against the signature of the version the core resolved: one version lookup per
     request, so the dtypes and the model call always come from the same version, even mid-rollover."""
@@ -129,7 +135,7 @@ class RestHandler:
 
     def predict(self, spec: Spec, body: bytes) -> tuple[int, bytes]:
         doc = json_parse.parse(body)
-        spec = replace(spec, signature_name=json_request.signature_name(doc))
+        spec = _with_signature(spec, doc)
         allow_fast = b"true" not in body and b"false" not in body  # np.asarray would turn bools into numbers
         decoder = _JsonInputs(doc, spec.signature_name, allow_fast)
         pred = self.core.predict(spec, decoder, api="predict")
@@ -137,13 +143,13 @@ class RestHandler:
 
     def classify(self, spec: Spec, body: bytes) -> tuple[int, bytes]:
         doc = json_parse.parse(body)
-        spec = replace(spec, signature_name=json_request.signature_name(doc))
+        spec = _with_signature(spec, doc)
         version, result = self.core.classify(spec, json_example.examples_input(doc, "classify"))
         return version, json_response.classify_response(result)
 
     def regress(self, spec: Spec, body: bytes) -> tuple[int, bytes]:
         doc = json_parse.parse(body)
-        spec = replace(spec, signature_name=json_request.signature_name(doc))
+        spec = _with_signature(spec, doc)
         version, result = self.core.regress(spec, json_example.examples_input(doc, "regress"))
         return version, json_response.regress_response(result)
 
