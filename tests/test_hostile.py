@@ -335,6 +335,20 @@ def test_stalled_bodies_and_idle_keep_alive_connections_are_closed(hostile):
             reply = _recv_all(stalled, 10)
             assert reply.startswith(b"HTTP/1.1 408") and b"--rest_api_body_timeout_seconds" in reply, reply[:200]
             assert time.monotonic() - t0 < 8
+        with socket.create_connection(("127.0.0.1", hostile.rest_port)) as keep_alive:
+            # a second request on a kept-alive connection stalls in its body while the timer armed for the
+            # first one's head (2 s from connect) is still pending: the body's own limit (3 s) applies
+            keep_alive.sendall(b"GET /v1/models/linear HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = keep_alive.recv(65536)
+            assert b"AVAILABLE" in first, first[:200]
+            time.sleep(1.2)
+            keep_alive.sendall(b"POST /v1/models/linear:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                               b"\r\n{")
+            t0 = time.monotonic()
+            reply = _recv_all(keep_alive, 10)
+            took = time.monotonic() - t0
+            assert reply.startswith(b"HTTP/1.1 408") and b"--rest_api_body_timeout_seconds" in reply, reply[:200]
+            assert 2.5 < took < 8, took
         with socket.create_connection(("127.0.0.1", hostile.rest_port)) as idle:
             idle.sendall(b"GET /v1/models/linear HTTP/1.1\r\nHost: x\r\n\r\n")
             t0 = time.monotonic()

@@ -14,6 +14,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger("tfsb.server.rest")
 
 _FD_RESERVE = 256  # descriptors kept for gRPC connections, version polling and SavedModel loads
+_TIMER_SLACK_S = 0.002  # event-loop timers have millisecond resolution: a deadline this close has come
 
 
 def connection_cap(wanted: int) -> int:
@@ -37,7 +38,14 @@ def guarded_protocol(opts) -> type[asyncio.Protocol]:
     max_conns = connection_cap(max(0, opts.rest_api_max_connections))
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        """The header and body time limits share one timer per connection, armed lazily: a phase sets its
+        deadline, and the timer is created (or moved) only when none is pending or it would fire too late.
+        When it fires early (the phase it was armed for ended), it re-arms for the current deadline or
+        lapses. A keep-alive request whose head and body arrive in one read, the common case, then costs no
+        timer at all instead of two created and two cancelled."""
+
         _timer: asyncio.TimerHandle | None = None
+        _deadline: tuple[float, object] | None = None  # (loop time, what to do then) of the timed phase
         _in_head = True
         _head_bytes = 0
 
@@ -60,18 +68,18 @@ def guarded_protocol(opts) -> type[asyncio.Protocol]:
             if not idle:
                 return False
             oldest = min(idle, key=lambda c: getattr(c, "_since", 0.0))
-            oldest._disarm()
+            oldest._stop_timer()
             oldest.transport.close()
             self.connections.discard(oldest)
             return True
 
         def connection_lost(self, exc) -> None:
-            self._disarm()
+            self._stop_timer()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
             if self._in_head:
-                if self._timer is None:  # first byte of a keep-alive request
+                if self._deadline is None:  # first byte of a keep-alive request
                     self._arm(head_timeout, self._head_expired)
                 self._head_bytes += len(data)
             super().data_received(data)
@@ -94,23 +102,45 @@ def guarded_protocol(opts) -> type[asyncio.Protocol]:
 
         # ---------------------------------------------------------------------------- helpers
         def _arm(self, seconds: float, fn) -> None:
-            self._disarm()
-            if seconds > 0:
-                self._timer = self.loop.call_later(seconds, fn)
+            if seconds <= 0:
+                self._deadline = None
+                return
+            when = self.loop.time() + seconds
+            self._deadline = (when, fn)
+            if self._timer is None or self._timer.when() > when:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = self.loop.call_at(when, self._fire)
 
         def _disarm(self) -> None:
+            """The phase ended in time; a pending timer finds nothing due and lapses (or serves the next)."""
+            self._deadline = None
+
+        def _stop_timer(self) -> None:
+            """The connection is closing: nothing of it stays scheduled."""
+            self._deadline = None
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
 
+        def _fire(self) -> None:
+            self._timer = None
+            if self._deadline is None:
+                return
+            when, fn = self._deadline
+            if when > self.loop.time() + _TIMER_SLACK_S:  # armed for an earlier phase: wait for this one
+                self._timer = self.loop.call_at(when, self._fire)
+                return
+            self._deadline = None
+            fn()
+
         def _refuse(self, status: int, reason: str, message: str) -> None:
-            self._disarm()
+            self._stop_timer()
             if not self.transport.is_closing():
                 self.transport.write(_raw_response(status, reason, message))
                 self.transport.close()
 
         def _head_expired(self) -> None:
-            self._timer = None
             if self._head_bytes == 0:  # connected (or kept alive) and never spoke: just close
                 self.transport.close()
             else:
@@ -118,7 +148,6 @@ def guarded_protocol(opts) -> type[asyncio.Protocol]:
                                                      "(--rest_api_header_timeout_seconds)")
 
         def _body_expired(self) -> None:
-            self._timer = None
             if self.cycle is not None and not self.cycle.response_started:
                 self._refuse(408, "Request Timeout", f"Request body not received within {body_timeout}s "
                                                      "(--rest_api_body_timeout_seconds)")
