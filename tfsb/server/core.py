@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import enum
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Collection, Iterator, Protocol, Sequence
+from typing import Collection, Protocol, Sequence
 
 import numpy as np
 from tensorflow_serving.apis import (classification_pb2, get_model_status_pb2, inference_pb2, input_pb2,
@@ -26,7 +25,7 @@ from tfsb.server.registry import ModelRegistry
 from tfsb.server.runtime import SavedModelServable, Signature
 from tfsb.server.traffic import (SHADOW_API, Traffic, compare_classifications, compare_regressions,
                                  compare_tensors)
-from tfsb.server.versions import State, VersionRecord
+from tfsb.server.versions import Hold, State, VersionRecord
 from tfsb.wire.spec import DEFAULT_SIGNATURE, Spec, spec_from_proto
 
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -318,8 +317,8 @@ class Core:
         return name if self.registry.model(name) is not None else ""
 
     # ------------------------------------------------------------------------------------ lookup
-    @contextmanager
-    def servable(self, spec: Spec) -> Iterator[VersionRecord]:
+    def servable(self, spec: Spec) -> Hold:
+        """`with core.servable(spec) as rec:` the version the spec resolves to, held until the block ends."""
         if not spec.name:
             raise InvalidArgumentError("ModelSpec has no name specified.")
         if spec.label is not None and self.traffic is not None:  # a split label resolves for every API
@@ -327,8 +326,7 @@ class Core:
             if entry is not None:
                 spec = self.traffic.route(spec, entry)
         versions, version = self.registry.resolve(spec.name, spec.version, spec.label)
-        with versions.acquire(version) as rec:
-            yield rec
+        return versions.acquire(version)
 
     # ------------------------------------------------------------------------------------ requests
     def predict(self, spec: Spec, inputs: dict[str, np.ndarray] | Decoder,

@@ -14,10 +14,9 @@ import logging
 import os
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from tfsb.server.config import ModelConfig, aspired_policy, parse_version_name
 from tfsb.errors import CancelledError, NotFoundError, ServingError, UnknownError
@@ -55,6 +54,26 @@ Loader = Callable[[str, int, str], Any]  # (model, version, path) -> servable wi
 class LoadPolicy:
     max_num_load_retries: int = 5
     load_retry_interval_s: float = 60.0
+
+
+class Hold:
+    """One request's hold on a version (`ModelVersions.acquire`). A class rather than a generator context
+    manager: every request takes one, and the generator machinery costs more than the hold itself."""
+
+    __slots__ = ("_cond", "_rec")
+
+    def __init__(self, cond: threading.Condition, rec: VersionRecord):
+        self._cond, self._rec = cond, rec
+
+    def __enter__(self) -> VersionRecord:
+        return self._rec
+
+    def __exit__(self, *exc) -> None:
+        rec = self._rec
+        with self._cond:
+            rec.inflight -= 1
+            if rec.inflight == 0 and rec.state == State.UNLOADING:
+                self._cond.notify_all()
 
 
 class ModelVersions:
@@ -104,9 +123,9 @@ class ModelVersions:
         self._thread.join(timeout)
 
     # ------------------------------------------------------------------------------------ requests
-    @contextmanager
-    def acquire(self, version: int | None) -> Iterator[VersionRecord]:
-        """Hold a version for the duration of a request, so an unload waits for it."""
+    def acquire(self, version: int | None) -> Hold:
+        """Hold a version for the duration of a request, so an unload waits for it: `with mv.acquire(v) as
+        rec:`. The version is taken at the call (NOT_FOUND is raised there) and given back on leaving."""
         with self._cond:
             if version is None:
                 if not self._ready:
@@ -117,13 +136,7 @@ class ModelVersions:
                 if rec is None or rec.state != State.AVAILABLE:
                     raise NotFoundError(f"Servable not found for request: Specific({self.name}, {version})")
             rec.inflight += 1
-        try:
-            yield rec
-        finally:
-            with self._cond:
-                rec.inflight -= 1
-                if rec.inflight == 0 and rec.state == State.UNLOADING:
-                    self._cond.notify_all()
+        return Hold(self._cond, rec)
 
     def status(self) -> list[VersionRecord]:
         """Every version seen, newest first (TF Serving lists versions in descending order)."""
