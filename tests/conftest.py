@@ -79,7 +79,57 @@ def demo_server(zoo, tmp_path_factory):
                   "--file_system_poll_wait_seconds=1", "--enable_grpc_healthcheck_service",
                   "--prefer_tflite_model=true"]) as srv:
         srv.external = False
+        _wait_aspired_versions(srv.grpc_target, cfg)
         yield srv
+
+
+def _aspired(cfg: Path) -> set[tuple[str, int]]:
+    """(model, version) pairs the config's version policies pick from what is on disk now."""
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from tfsb.server.config import parse_text_file
+
+    out = set()
+    for m in parse_text_file(cfg, model_server_config_pb2.ModelServerConfig).model_config_list.config:
+        on_disk = sorted((int(v.name) for v in Path(m.base_path).iterdir() if v.name.isdigit()), reverse=True)
+        policy = m.model_version_policy.WhichOneof("policy_choice")
+        if policy == "specific":
+            picked = [v for v in on_disk if v in m.model_version_policy.specific.versions]
+        elif policy == "all":
+            picked = on_disk
+        else:
+            picked = on_disk[:max(1, m.model_version_policy.latest.num_versions)]
+        out |= {(m.name, v) for v in picked}
+    return out
+
+
+def _wait_aspired_versions(target: str, cfg: Path, timeout: float = 60.0) -> None:
+    """Until every version the config's policies pick is AVAILABLE. The server is ready once each model has
+    one (TF Serving's rule); a version published moments before the server started is loaded a poll or two
+    later (it settles first), and tests name mlp's version 2 from their first request."""
+    import grpc
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    from tests.server_util import wait_for
+
+    wanted = _aspired(cfg)
+    with grpc.insecure_channel(target) as ch:
+        stub = model_service_pb2_grpc.ModelServiceStub(ch)
+
+        def available() -> set[tuple[str, int]]:
+            out = set()
+            for name in {n for n, _ in wanted}:
+                req = get_model_status_pb2.GetModelStatusRequest()
+                req.model_spec.name = name
+                try:
+                    statuses = stub.GetModelStatus(req, timeout=5).model_version_status
+                except grpc.RpcError:
+                    continue
+                out |= {(name, s.version) for s in statuses
+                        if s.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE}
+            return out
+
+        wait_for(lambda: wanted <= available(), timeout, interval=0.2, what=f"versions {sorted(wanted)} AVAILABLE")
 
 
 # ---------------------------------------------------------------------------------------------- tiers
