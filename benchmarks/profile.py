@@ -5,6 +5,8 @@ each transport: server CPU µs per request with the canned floors' for reference
 thread group (from /proc, by thread name), and a py-spy sampling profile of the Python threads while they hold
 the GIL (`--gil`: the interpreter's own work), as self and inclusive shares of the samples, our frames marked.
 The raw profiles are kept under results/ (`py-spy`'s collapsed-stack format, for a flame graph tool).
+Last, each transport's canned floor with and without the project's one model call per request, beside the
+project: what the model call alone costs inside that transport.
 """
 
 from __future__ import annotations
@@ -87,6 +89,52 @@ def profile(transport: str, base: Path, tmp: Path, seconds: float, out: Path) ->
     return "\n".join(lines) + "\n"
 
 
+FLOOR_KINDS = ("floor", "floor + model call", "project")
+
+
+def model_call_floors(base: Path, tmp: Path, seconds: float, rounds: int = 2) -> str:
+    """Server CPU per request of each transport's canned floor, the same floor making the project's one model
+    call per request (`--model`), and the project's server, interleaved: what the model call alone costs
+    inside each transport, which a floor target has to leave room for."""
+    cpu: dict[tuple[str, str], list[float]] = {}
+    for transport in ("REST", "gRPC"):
+        payload = native.rest_body(1) if transport == "REST" else native.grpc_request(1)
+        proc = native.start_server("project", transport, base, tmp)
+        port = proc.rest_port if transport == "REST" else proc.port
+        reply = native.rest_reply(port, payload) if transport == "REST" else native.grpc_reply(port, payload)
+        proc.stop()
+        (tmp / "reply.bin").write_bytes(reply)
+        script = REPO / "benchmarks" / "peers" / ("floor_asgi.py" if transport == "REST" else "floor_grpc.py")
+        for _ in range(rounds):
+            for kind in FLOOR_KINDS:
+                if kind == "project":
+                    proc = native.start_server("project", transport, base, tmp)
+                    if transport == "REST":
+                        proc.port = proc.rest_port
+                else:
+                    port = native.free_port()
+                    model = [f"--model={base / 'mlp' / '1'}"] if kind != "floor" else []
+                    proc = native.Proc(native.pinned(0, [native.PY, str(script), f"--port={port}",
+                                                         f"--reply={tmp / 'reply.bin'}", *model]),
+                                       port, tmp / "floor.log")
+                try:
+                    r = native.measure(proc, transport, payload, len(reply), seconds, 8, tmp)
+                finally:
+                    proc.stop()
+                if r["failed"]:
+                    raise RuntimeError(f"{kind} {transport}: {r['failed']} failed requests")
+                cpu.setdefault((transport, kind), []).append(r["cpu_us"])
+    lines = ["## What one model call costs inside each transport (batch 1, µs of server CPU per request, "
+             f"{rounds} interleaved rounds)", "",
+             "| transport | " + " | ".join(FLOOR_KINDS) + " | (floor + model call) ÷ floor |", "|---|---|---|---|---|"]
+    for t in ("REST", "gRPC"):
+        runs = {k: cpu[(t, k)] for k in FLOOR_KINDS}
+        med = {k: sorted(v)[len(v) // 2] for k, v in runs.items()}
+        cells = " | ".join(" / ".join(f"{x:.0f}" for x in runs[k]) for k in FLOOR_KINDS)
+        lines.append(f"| {t} | {cells} | {med['floor + model call'] / med['floor']:.2f}× |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=6)
@@ -101,6 +149,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-profile-"))
     try:
         report = "".join(profile(t, base, tmp, args.seconds, out) + "\n" for t in ("gRPC", "REST"))
+        report += model_call_floors(base, tmp, min(args.seconds, 3))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     (out / "profile.md").write_text(report)

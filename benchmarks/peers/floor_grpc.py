@@ -13,10 +13,22 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--reply", required=True, help="file with the serialized PredictResponse")
+    p.add_argument("--model", help="a SavedModel version directory: one call of it per request (make profile)")
     args = p.parse_args()
     reply = open(args.reply, "rb").read()
+    if args.model:
+        from model_call import model_call
+
+        call = model_call(args.model)
+
+        def answer(req, ctx):
+            call()
+            return reply
+    else:
+        def answer(req, ctx):
+            return reply
     handler = grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {
-        "Predict": grpc.unary_unary_rpc_method_handler(lambda req, ctx: reply, request_deserializer=None,
+        "Predict": grpc.unary_unary_rpc_method_handler(answer, request_deserializer=None,
                                                        response_serializer=None)})
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((handler,))
