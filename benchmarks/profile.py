@@ -126,7 +126,8 @@ def model_call_floors(base: Path, tmp: Path, seconds: float, rounds: int = 2) ->
                 cpu.setdefault((transport, kind), []).append(r["cpu_us"])
     lines = ["## What one model call costs inside each transport (batch 1, µs of server CPU per request, "
              f"{rounds} interleaved rounds)", "",
-             "| transport | " + " | ".join(FLOOR_KINDS) + " | (floor + model call) ÷ floor |", "|---|---|---|---|---|"]
+             "| transport | " + " | ".join(FLOOR_KINDS) + " | (floor + model call) ÷ floor |",
+             "|---|---|---|---|---|"]
     for t in ("REST", "gRPC"):
         runs = {k: cpu[(t, k)] for k in FLOOR_KINDS}
         med = {k: sorted(v)[len(v) // 2] for k, v in runs.items()}
