@@ -8,49 +8,14 @@ import json
 import os
 import shutil
 
-import grpc
-import numpy as np
 import pytest
 
-from tests.server_util import Background, wait_for
+from tests.container.clients import LabelClients
+from tests.server_util import wait_for
 
 pytestmark = pytest.mark.container
 REPLICAS = 3
 PROJECT = "tfsb-canary"
-
-
-class _Clients(Background):
-    """Per replica and label ("stable", and the split label "rollout"): a plain gRPC stub predicting `mlp`;
-    the versions that answered and every failure."""
-
-    join_s = 15.0
-
-    def __init__(self, targets: list[str]):
-        from tensorflow_serving.apis import prediction_service_pb2_grpc
-
-        from tests.test_grpc_integration import predict_request
-
-        super().__init__()
-        self.channels = {t: grpc.insecure_channel(t) for t in targets}
-        self.stubs = {t: prediction_service_pb2_grpc.PredictionServiceStub(c) for t, c in self.channels.items()}
-        self.reqs = {label: predict_request("mlp", {"x": np.ones((1, 10), np.float32)}, label=label)
-                     for label in ("stable", "rollout")}
-        self.versions: dict[tuple[str, str], list[int]] = {(t, lb): [] for t in targets for lb in self.reqs}
-        self.failures: list[str] = []
-        for key in self.versions:
-            self.spawn(self._run, *key)
-
-    def _run(self, target: str, label: str) -> None:
-        while not self.stopping(0.01):
-            try:
-                resp = self.stubs[target].Predict(self.reqs[label], timeout=10)
-                self.versions[(target, label)].append(resp.model_spec.version.value)
-            except grpc.RpcError as e:
-                self.failures.append(f"{target} {label}: {e.code().name}: {e.details()}")
-
-    def closed(self) -> None:
-        for c in self.channels.values():
-            c.close()
 
 
 def test_a_gated_rollout_reaches_every_replica(stack, tmp_path):
@@ -82,7 +47,7 @@ def test_a_gated_rollout_reaches_every_replica(stack, tmp_path):
                 wait_for(lambda: {s["version"] for s in c.status("mlp") if s["state"] == "AVAILABLE"} == {1, 2},
                          timeout=120, what=f"both mlp versions on {t}")
         evidence = tmp_path / "evidence.json"
-        with _Clients(targets) as clients:
+        with LabelClients(targets, ("stable", "rollout")) as clients:
             wait_for(lambda: min(len(v) for v in clients.versions.values()) >= 10, timeout=60, what="traffic")
             # mlp v2 is a retrained model: its answers differ from v1's by design, so the output gate is opened
             r = run_main("tfsb.client", ["--grpc-target", targets[0], "--rest-url", f"http://{targets[0].split(':')[0]}:8501",

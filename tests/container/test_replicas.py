@@ -7,46 +7,14 @@ import os
 import shutil
 import time
 
-import grpc
-import numpy as np
 import pytest
 
-from tests.server_util import Background, free_port, wait_for
+from tests.container.clients import LabelClients
+from tests.server_util import free_port, wait_for
 
 pytestmark = pytest.mark.container
 REPLICAS = 3
 PROJECT = "tfsb-replicas"
-
-
-class _PerReplica(Background):
-    """One client per replica predicting `mlp` by label `stable`; counts answers by version, and failures."""
-
-    join_s = 15.0
-
-    def __init__(self, targets: list[str]):
-        from tensorflow_serving.apis import prediction_service_pb2_grpc
-
-        from tests.test_grpc_integration import predict_request
-
-        super().__init__()
-        self.req = predict_request("mlp", {"x": np.ones((1, 10), np.float32)}, label="stable")
-        self.channels = {t: grpc.insecure_channel(t) for t in targets}
-        self.stubs = {t: prediction_service_pb2_grpc.PredictionServiceStub(c) for t, c in self.channels.items()}
-        self.versions: dict[str, list[int]] = {t: [] for t in targets}
-        self.failures: list[str] = []
-        for t in targets:
-            self.spawn(self._run, t)
-
-    def _run(self, target: str) -> None:
-        while not self.stopping(0.02):
-            try:
-                self.versions[target].append(self.stubs[target].Predict(self.req, timeout=10).model_spec.version.value)
-            except grpc.RpcError as e:
-                self.failures.append(f"{target}: {e.code().name}: {e.details()}")
-
-    def closed(self) -> None:
-        for c in self.channels.values():
-            c.close()
 
 
 def test_a_label_flip_reaches_every_replica_under_traffic(stack, tmp_path):
@@ -72,7 +40,7 @@ def test_a_label_flip_reaches_every_replica_under_traffic(stack, tmp_path):
             with GrpcClient(t, retries=0) as c:
                 wait_for(lambda: {s["version"] for s in c.status("mlp") if s["state"] == "AVAILABLE"} == {1, 2},
                          timeout=120, what=f"both mlp versions on {t}")
-        with _PerReplica(targets) as traffic:
+        with LabelClients(targets, ("stable",), pause_s=0.02) as traffic:
             while min(len(v) for v in traffic.versions.values()) < 20:
                 time.sleep(0.05)
             assert {v for vs in traffic.versions.values() for v in vs} == {1}
