@@ -51,7 +51,7 @@ def test_only_recently_cheap_routes_skip_the_worker_pool():
     for i in range(_Costs.MAX_PATHS + 10):  # client-chosen paths cannot grow it without bound
         costs.observe_pool(f"/v1/models/m{i}:predict", 0.0)
         costs.observe_loop(f"/v1/models/m{i}:predict", 0.0)
-    assert len(costs._pool_cpu) <= _Costs.MAX_PATHS and len(costs._loop_s) <= _Costs.MAX_PATHS
+    assert len(costs._pooled) <= _Costs.MAX_PATHS and len(costs._loop_s) <= _Costs.MAX_PATHS
 
 
 def test_the_inline_threshold_is_relative_to_the_hosts_own_hand_off():

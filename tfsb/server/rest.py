@@ -124,7 +124,7 @@ class _Costs:
     def __init__(self, handoff_s: float = float("inf")):
         self.handoff_s = handoff_s
         self._loop_s: dict[str, float] = {}
-        self._pool_cpu: dict[str, list] = {}  # [average CPU seconds, pooled requests, slow loop verdicts]
+        self._pooled: dict[str, _Pooled] = {}
 
     def calibrate(self, pool: ThreadPoolExecutor, samples: int = 32,
                   new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop) -> float:
@@ -147,36 +147,48 @@ class _Costs:
             loop.close()
         return self.handoff_s
 
+    def _fits(self, seconds: float) -> bool:
+        return seconds < INLINE_COST_RATIO * self.handoff_s
+
     def cheap(self, path: str) -> bool:
-        limit = INLINE_COST_RATIO * self.handoff_s
         on_loop = self._loop_s.get(path)
         if on_loop is not None:
-            return on_loop < limit
-        pooled = self._pool_cpu.get(path)
-        return pooled is not None and pooled[0] < limit
+            return self._fits(on_loop)
+        pooled = self._pooled.get(path)
+        return pooled is not None and self._fits(pooled.cpu_s)
 
     def observe_loop(self, path: str, wall_s: float) -> None:
         old = self._loop_s.get(path)
         if old is None and len(self._loop_s) >= self.MAX_PATHS:
             self._loop_s.clear()
         avg = self._loop_s[path] = _average(old, wall_s)
-        entry = self._pool_cpu.get(path)
-        if entry is not None:
-            entry[1] = 0
-            entry[2] = 0 if avg < INLINE_COST_RATIO * self.handoff_s else entry[2] + 1
+        pooled = self._pooled.get(path)
+        if pooled is not None:
+            pooled.since_loop = 0
+            pooled.slow_verdicts = 0 if self._fits(avg) else pooled.slow_verdicts + 1
 
     def observe_pool(self, path: str, cpu_s: float) -> None:
-        entry = self._pool_cpu.get(path)
-        if entry is None:
-            if len(self._pool_cpu) >= self.MAX_PATHS:
-                self._pool_cpu.clear()
-            self._pool_cpu[path] = [cpu_s, 0, 0]
+        pooled = self._pooled.get(path)
+        if pooled is None:
+            if len(self._pooled) >= self.MAX_PATHS:
+                self._pooled.clear()
+            self._pooled[path] = _Pooled(cpu_s)
             return
-        entry[0] = _average(entry[0], cpu_s)
-        entry[1] += 1
-        retry_after = min(self.RETRY_FIRST << max(0, entry[2] - 1), self.RETRY_MAX)
-        if entry[1] >= retry_after and path in self._loop_s:  # forget the loop's verdict: the next one tries it
+        pooled.cpu_s = _average(pooled.cpu_s, cpu_s)
+        pooled.since_loop += 1
+        retry_after = min(self.RETRY_FIRST << max(0, pooled.slow_verdicts - 1), self.RETRY_MAX)
+        if pooled.since_loop >= retry_after and path in self._loop_s:  # forget the loop's verdict: try it again
             del self._loop_s[path]
+
+
+class _Pooled:
+    """A route's figures in the pool: its average CPU per request, the requests pooled since its last run on
+    the loop, and how many runs on the loop in a row found it slow (each doubles the wait for the next try)."""
+
+    __slots__ = ("cpu_s", "since_loop", "slow_verdicts")
+
+    def __init__(self, cpu_s: float):
+        self.cpu_s, self.since_loop, self.slow_verdicts = cpu_s, 0, 0
 
 
 def _average(old: float | None, new: float) -> float:
